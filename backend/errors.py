@@ -1,0 +1,33 @@
+"""The small exception tree of vitscope. Every message says what was wrong and what is allowed."""
+
+
+class VitscopeError(Exception):
+    """Base class; `code` is a stable machine-readable name used by the API's error JSON."""
+
+    code = "vitscope_error"
+
+
+class ModelNotFound(VitscopeError):
+    code = "unknown_model"
+
+
+class WeightsUnavailable(VitscopeError):
+    """The model is known but its weights are not on disk (and cannot or may not be downloaded)."""
+
+    code = "weights_unavailable"
+
+
+class BadCheckpoint(VitscopeError):
+    """A checkpoint file does not have the layout its format promises."""
+
+    code = "bad_checkpoint"
+
+
+class BadImage(VitscopeError):
+    code = "bad_image"
+
+
+class BadRequest(VitscopeError):
+    """An argument is out of range (layer, head, query, ...)."""
+
+    code = "bad_request"
