@@ -80,7 +80,7 @@ def grid_and_patch(model: nn.Module, pixels: Tensor) -> tuple[tuple[int, int], i
     return (h // ph, w // pw), int(ph)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def capture(
     model: nn.Module,
     pixels: Tensor,
