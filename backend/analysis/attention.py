@@ -1,0 +1,205 @@
+"""Attention analyses (ANALYSES.md A1-A3), plus attention entropy and rollout.
+
+Attention tensors are ``(..., N, N)`` softmax probabilities with ``N = num_prefix + H * W`` (prefix = CLS and
+registers, first); the leading dims are usually ``(B, heads)``. Every metric keeps the leading dims, so it is
+computed per image and per head, and the caller averages afterwards (ANALYSES.md section 0, averaging order).
+All work stays on the input's device; float16 is promoted to float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from backend.analysis._common import AnalysisArgumentError, as_float, check_grid, check_prefix, check_tokens
+
+DISTANCE_EPS = 1e-32  # A2
+NMI_EPS = 1e-8  # A3: a different epsilon from A2 (!)
+ENTROPY_EPS = 1e-32  # only guards rows with no mass on patches; negligible otherwise
+
+
+def _check_attention(attn: Tensor) -> int:
+    if attn.dim() < 2 or attn.shape[-1] != attn.shape[-2]:
+        raise AnalysisArgumentError(f"attention must be (..., N, N), got shape {tuple(attn.shape)}")
+    return int(attn.shape[-1])
+
+
+def patch_attention(attn: Tensor, num_prefix: int, eps: float = 0.0) -> Tensor:
+    """Drop the prefix rows and columns of ``(..., N, N)``, add ``eps``, renormalize each row to sum 1.
+
+    With ``eps = 0`` a row with no mass on patches becomes NaN (A1 uses no epsilon on purpose).
+    """
+    n = _check_attention(attn)
+    check_prefix(n, num_prefix)
+    a = as_float(attn)[..., num_prefix:, num_prefix:]
+    if eps:
+        a = a + eps
+    return a / a.sum(-1, keepdim=True)
+
+
+def head_mean(attn: Tensor) -> Tensor:
+    """Mean over the heads axis of ``(B, heads, N, N)`` (or ``(heads, N, N)``) attention."""
+    if attn.dim() < 3:
+        raise AnalysisArgumentError(
+            f"attention with heads must be (..., heads, N, N), got {tuple(attn.shape)}"
+        )
+    return as_float(attn).mean(dim=-3)
+
+
+def query_index(row: int, col: int, grid: tuple[int, int]) -> int:
+    """The 0-based patch index of grid cell (row, col): ``row * W + col``."""
+    h, w = check_grid(grid)
+    if not (0 <= row < h and 0 <= col < w):
+        raise AnalysisArgumentError(f"query ({row}, {col}) is outside the {h}x{w} grid")
+    return row * w + col
+
+
+def query_map(attn: Tensor, grid: tuple[int, int], num_prefix: int, query: int | None = None) -> Tensor:
+    """A1: the attention of one query over the patches, ``(..., N, N)`` -> ``(..., H, W)``.
+
+    ``query`` is a patch index (``row * W + col``, see ``query_index``); ``None`` takes the CLS row (the
+    classic DINO map, an addition to the paper), which needs a prefix token. The row is renormalized over
+    patches.
+    """
+    n = _check_attention(attn)
+    h, w = check_tokens(n, grid, num_prefix)
+    if query is None:
+        if num_prefix < 1:
+            raise AnalysisArgumentError("query=None takes the CLS row, but this model has no prefix token")
+        src = 0
+    else:
+        if not 0 <= query < h * w:
+            raise AnalysisArgumentError(f"query must be a patch index in [0, {h * w}), got {query}")
+        src = num_prefix + query
+    row = as_float(attn)[..., src, num_prefix:]
+    row = row / row.sum(-1, keepdim=True)
+    return row.reshape(*row.shape[:-1], h, w)
+
+
+def pixel_distances(
+    grid: tuple[int, int],
+    patch_size: int,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """``(Np, Np)`` Euclidean distances between patch centres in pixels of the model input (A2)."""
+    h, w = check_grid(grid)
+    if patch_size < 1:
+        raise AnalysisArgumentError(f"patch_size must be a positive int, got {patch_size}")
+    t = torch.arange(h * w, device=device)
+    r = (t // w).to(dtype)
+    c = (t % w).to(dtype)
+    return patch_size * torch.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :])
+
+
+def _distance(a: Tensor, dist: Tensor) -> Tensor:
+    # sum_q sum_k a[q, k] D[q, k] / Nq as one mat-vec: no (..., Np, Np) temporary.
+    return (a.flatten(-2) @ dist.to(a.dtype).flatten()) / a.shape[-1]
+
+
+def mean_attention_distance(attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix: int) -> Tensor:
+    """A2: mean attention distance in pixels, ``(..., N, N)`` -> ``(...)`` (per image and head)."""
+    check_tokens(_check_attention(attn), grid, num_prefix)
+    a = patch_attention(attn, num_prefix, DISTANCE_EPS)
+    return _distance(a, pixel_distances(grid, patch_size, a.device, a.dtype))
+
+
+def _mean_row_entropy(a: Tensor) -> Tensor:
+    # xlogy: 0 * log 0 = 0, so exact zeros (underflow) never give NaN.
+    return -torch.special.xlogy(a, a).sum(-1).mean(-1)
+
+
+def _nmi(a: Tensor) -> Tensor:
+    # I = H(k) - H(k | q) with p(q) uniform; H(q) = log Q.
+    q = a.shape[-1]
+    p_k = a.mean(-2)
+    h_k = -torch.special.xlogy(p_k, p_k).sum(-1)
+    mutual = h_k - _mean_row_entropy(a)
+    return mutual / torch.sqrt(math.log(q) * h_k)
+
+
+def attention_nmi(attn: Tensor, num_prefix: int) -> Tensor:
+    """A3: normalized mutual information between query and key, ``(..., N, N)`` -> ``(...)``.
+
+    Natural log (the base cancels); 1 = every query looks somewhere else, 0 = every query sees the same map
+    (attention collapse).
+    """
+    n = _check_attention(attn)
+    if n - num_prefix < 2:
+        raise AnalysisArgumentError(f"NMI needs at least 2 patch tokens, got {n - num_prefix}")
+    return _nmi(patch_attention(attn, num_prefix, NMI_EPS))
+
+
+def attention_entropy(attn: Tensor, num_prefix: int) -> Tensor:
+    """Mean over queries of the row entropy (nats) of the patch attention: ``(..., N, N)`` -> ``(...)``.
+
+    Rows are renormalized over patches first. An addition to the paper: 0 for one-hot rows, ``log(Np)`` for
+    uniform rows. Unlike NMI it does not tell collapse (all rows equal) from broad query-specific attention;
+    the two together do.
+    """
+    return _mean_row_entropy(patch_attention(attn, num_prefix, ENTROPY_EPS))
+
+
+HeadFusion = Literal["mean", "max", "min"]
+
+
+def attention_rollout(
+    attentions: Sequence[Tensor],
+    num_prefix: int = 0,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+) -> Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): ``L x (B, heads, N, N)`` -> ``(B, N, N)``.
+
+    Per layer: fuse the heads (mean by default, as in the paper), optionally zero the ``discard_ratio``
+    smallest patch weights of each row (prefix columns are never discarded: ``num_prefix`` says which they
+    are), add the identity for the residual path, renormalize rows; then multiply the layers, last on the
+    left. Rows of the result sum to 1. An addition to the paper, not part of its code.
+    """
+    if not attentions:
+        raise AnalysisArgumentError("attention_rollout needs at least one layer")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise AnalysisArgumentError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    rollout: Tensor | None = None
+    for attn in attentions:
+        n = _check_attention(attn)
+        check_prefix(n, num_prefix)
+        if attn.dim() != 4:
+            raise AnalysisArgumentError(f"each layer must be (B, heads, N, N), got {tuple(attn.shape)}")
+        a = as_float(attn)
+        if head_fusion == "mean":
+            fused = a.mean(1)
+        elif head_fusion == "max":
+            fused = a.amax(1)
+        elif head_fusion == "min":
+            fused = a.amin(1)
+        else:
+            raise AnalysisArgumentError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+        k = int(discard_ratio * (n - num_prefix))
+        if k > 0:
+            patches = fused[..., num_prefix:]
+            drop = patches.topk(k, dim=-1, largest=False).indices
+            fused = torch.cat([fused[..., :num_prefix], patches.scatter(-1, drop, 0.0)], dim=-1)
+        eye = torch.eye(n, device=a.device, dtype=a.dtype)
+        step = fused + eye
+        step = step / step.sum(-1, keepdim=True)
+        rollout = step if rollout is None else step @ rollout
+    assert rollout is not None
+    return rollout
+
+
+def rollout_query_map(
+    attentions: Sequence[Tensor],
+    grid: tuple[int, int],
+    num_prefix: int,
+    query: int | None = None,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+) -> Tensor:
+    """The rollout row of one query (a patch index, or ``None`` for CLS) over the patches: ``(B, H, W)``."""
+    rollout = attention_rollout(attentions, num_prefix, head_fusion, discard_ratio)
+    return query_map(rollout, grid, num_prefix, query)

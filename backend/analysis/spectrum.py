@@ -1,0 +1,61 @@
+"""A4: Fourier analysis of token representations (relative log amplitude), as pure functions of tensors.
+
+States are ``(B, N, C)`` with ``N = num_prefix + H * W``; prefix tokens are dropped and patch token ``t`` sits
+at row ``t // W``, column ``t % W``. Work stays on the input's device; float16 is promoted to float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from backend.analysis._common import AnalysisArgumentError, as_float, check_grid, tokens_to_grid
+
+AMPLITUDE_EPS = 1e-6  # L = log(|F| + 1e-6)
+
+
+def log_amplitude_spectrum(z: Tensor, grid: tuple[int, int], num_prefix: int) -> Tensor:
+    """Centred log-amplitude spectrum of each image, averaged over channels: ``(B, N, C)`` -> ``(B, H, W)``.
+
+    Unnormalized ``fft2`` over the token grid per image and channel, natural log of ``|F| + 1e-6`` taken
+    before any averaging (!), then the mean over channels, then ``fftshift`` (zero frequency at
+    ``(H // 2, W // 2)``). Averaging over images is left to the caller: everything after the log is linear,
+    so from here on the order no longer matters.
+    """
+    x = as_float(tokens_to_grid(z, grid, num_prefix))  # (..., H, W, C): the FFT runs on dims -3, -2
+    spec = torch.log(torch.fft.fft2(x, dim=(-3, -2)).abs() + AMPLITUDE_EPS).mean(-1)
+    return torch.fft.fftshift(spec, dim=(-2, -1))
+
+
+def half_diagonal_delta(spec: Tensor) -> Tensor:
+    """``delta(m) = L(m, m) - L(0, 0)`` from the centre outwards: ``(..., H, W)`` -> ``(..., min(H, W)//2)``.
+
+    ``m = 0 .. H/2 - 1`` on a square grid (7 values on 14 x 14), so ``delta(0) = 0`` and the Nyquist bin is
+    left out. On a non-square grid the diagonal steps one bin along each axis, i.e. frequencies
+    ``(2 pi m / H, 2 pi m / W)``, and stops at ``min(H, W) // 2`` bins (see ``half_diagonal_frequencies``).
+    """
+    if spec.dim() < 2:
+        raise AnalysisArgumentError(f"spectrum must be (..., H, W), got shape {tuple(spec.shape)}")
+    h, w = int(spec.shape[-2]), int(spec.shape[-1])
+    bins = min(h, w) // 2
+    if bins < 1:
+        raise AnalysisArgumentError(f"a {h}x{w} grid has no half-diagonal: both sides must be at least 2")
+    m = torch.arange(bins, device=spec.device)
+    diag = spec[..., h // 2 + m, w // 2 + m]
+    return diag - diag[..., :1]
+
+
+def half_diagonal_frequencies(grid: tuple[int, int]) -> list[tuple[float, float]]:
+    """The (row, column) frequencies in radians per patch of each ``half_diagonal_delta`` bin."""
+    h, w = check_grid(grid)
+    return [(2 * math.pi * m / h, 2 * math.pi * m / w) for m in range(min(h, w) // 2)]
+
+
+def high_frequency_delta(z: Tensor, grid: tuple[int, int], num_prefix: int) -> Tensor:
+    """The paper's plotted scalar: ``delta`` at the last half-diagonal bin (``m = H/2 - 1``, not Nyquist (!)).
+
+    ``(B, N, C)`` -> ``(B,)``. Higher (less negative) = relatively more high-frequency content.
+    """
+    return half_diagonal_delta(log_amplitude_spectrum(z, grid, num_prefix))[..., -1]
