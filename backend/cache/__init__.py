@@ -1,0 +1,17 @@
+"""Cache layer: content-address keys, a binary array codec, stores (Redis / in-memory) and single-flight."""
+
+from backend.cache.codec import decode_array, decode_json, encode_array, encode_json
+from backend.cache.singleflight import SingleFlight
+from backend.cache.store import MemoryStore, RedisStore, Store, make_store
+
+__all__ = [
+    "MemoryStore",
+    "RedisStore",
+    "SingleFlight",
+    "Store",
+    "decode_array",
+    "decode_json",
+    "encode_array",
+    "encode_json",
+    "make_store",
+]

@@ -1,0 +1,90 @@
+"""Cache keys are content addresses: a change in any input (image bytes, model, weights, preprocessing,
+analysis version, layer...) gives a new key, so entries never need invalidating, only evicting.
+
+    <prefix>:<kind>:sha256(json([ANALYSIS_VERSION, kind, image_id, model_id, weights_digest,
+                                 preprocessing, *extra]))
+
+The parts are hashed as one canonical JSON list (sorted keys, no spaces), which is unambiguous:
+no two different part lists serialize to the same text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from backend import ANALYSIS_VERSION
+
+PREFIX = "vitscope"
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def make_key(
+    kind: str,
+    image_id: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    *extra: str | int,
+    prefix: str = PREFIX,
+) -> str:
+    """The key of one cached result; `extra` tells apart results of one kind (layer, state...)."""
+    parts = [ANALYSIS_VERSION, kind, image_id, model_id, weights_digest, dict(preprocessing), *extra]
+    digest = hashlib.sha256(_canonical(parts).encode()).hexdigest()
+    return f"{prefix}:{kind}:{digest}"
+
+
+def attention_key(
+    image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any], layer: int
+) -> str:
+    """Attention probabilities of one block (all heads), float16."""
+    return make_key("attn", image_id, model_id, weights_digest, preprocessing, int(layer))
+
+
+def metrics_key(image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]) -> str:
+    """The per-model metrics.json object of one image."""
+    return make_key("metrics", image_id, model_id, weights_digest, preprocessing)
+
+
+def spectrum_key(
+    image_id: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    state: str,
+    depth: int,
+) -> str:
+    """The 2D log-amplitude map of one state ("out" | "attn") at one depth."""
+    return make_key("spectrum", image_id, model_id, weights_digest, preprocessing, str(state), int(depth))
+
+
+def tokens_key(
+    image_id: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    state: str,
+    layer: int,
+) -> str:
+    """Token representations of one state at one layer (for embeddings)."""
+    return make_key("tokens", image_id, model_id, weights_digest, preprocessing, str(state), int(layer))
+
+
+def image_key(image_id: str, *, prefix: str = PREFIX) -> str:
+    """The uploaded bytes themselves; the image id is already their sha256."""
+    return f"{prefix}:image:{image_id}"
+
+
+def set_id(image_ids: Sequence[str]) -> str:
+    """A set of images is addressed by its ordered member ids: the same list gives the same set id."""
+    return hashlib.sha256(_canonical(["set", list(image_ids)]).encode()).hexdigest()
+
+
+def set_key(set_id_: str, *, prefix: str = PREFIX) -> str:
+    """Where the member list (JSON) of a set lives."""
+    return f"{prefix}:set:{set_id_}"
