@@ -1,0 +1,315 @@
+"""The model catalogue: named models, shipped demo models, imported models and any timm ViT name.
+
+A model id resolves in this order: built-in catalogue, demo models (``<repo>/demo_models/*.json``), imported and
+trained models (``models_cache/imported/*.json`` plus ``models_cache/catalog.json``), timm ViT names.
+Family of a bare timm name comes from its pretrained tag (``family_from_tag``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from backend.errors import BadRequest, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("cl", "mim", "hybrid", "supervised", "baseline")
+SOURCES = ("timm", "url", "manual", "file", "random")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IN_MEAN = (0.485, 0.456, 0.406)
+IN_STD = (0.229, 0.224, 0.225)
+# MoCo v3, SimMIM and iBOT have no timm tag whose cfg carries their (ImageNet) normalisation (WEIGHTS.md 5.5).
+IN_NORM = {"pretrained_cfg_overlay": {"mean": IN_MEAN, "std": IN_STD}}
+# SimMIM ViT-B/16 as timm Beit: one shared relative position bias, no abs pos embed, layer scale (WEIGHTS.md 3.4).
+SIMMIM_BEIT_KWARGS: dict[str, Any] = {
+    "use_abs_pos_emb": False,
+    "use_rel_pos_bias": False,
+    "use_shared_rel_pos_bias": True,
+    "init_values": 0.1,
+    "global_pool": "token",
+}
+# timm model modules whose models the capture supports (blocks with an `attn` that has `fused_attn`).
+VIT_MODULES = ("vision_transformer", "deit", "beit", "eva")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    family: str
+    paper: str
+    arch: str  # timm name incl. pretrained tag where one exists
+    arch_kwargs: dict[str, Any]
+    source: str  # "timm" | "url" | "manual" | "file" | "random"
+    location: str  # hub repo / release URL / download page / local path / "seed=<n>"
+    converter: str  # "timm" | "mocov3" | "simmim" | "mae" | "dino" | "ibot"
+    license: str
+    description: str = ""
+    untrained: bool = False
+    card: dict[str, Any] | None = field(default=None, compare=False)
+
+
+def models_cache_dir() -> Path:
+    """``$VITSCOPE_MODELS_CACHE`` or ``<repo>/models_cache``; created on use."""
+    path = Path(os.environ.get("VITSCOPE_MODELS_CACHE") or REPO_ROOT / "models_cache").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def demo_models_dir() -> Path:
+    """Shipped demo models (``<id>.safetensors`` + ``<id>.json`` in git); ``$VITSCOPE_DEMO_MODELS`` overrides."""
+    return Path(os.environ.get("VITSCOPE_DEMO_MODELS") or REPO_ROOT / "demo_models").expanduser()
+
+
+def imported_dir() -> Path:
+    return models_cache_dir() / "imported"
+
+
+def index_path() -> Path:
+    """Persisted list of imported / trained models stored outside ``imported/`` (id -> card path)."""
+    return models_cache_dir() / "catalog.json"
+
+
+def check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise BadRequest(
+            f"invalid model name {name!r}: use 1-80 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _hub(arch: str) -> str:
+    return f"timm/{arch}"
+
+
+_MOCOV3 = "Chen, Xie, He. An Empirical Study of Training Self-Supervised Vision Transformers. ICCV 2021 (arXiv:2104.02057)"
+_DINO = "Caron et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021 (arXiv:2104.14294)"
+_MAE = "He et al. Masked Autoencoders Are Scalable Vision Learners. CVPR 2022 (arXiv:2111.06377)"
+_SIMMIM = "Xie et al. SimMIM: A Simple Framework for Masked Image Modeling. CVPR 2022 (arXiv:2111.09886)"
+_DINOV2 = "Oquab et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (arXiv:2304.07193)"
+_REG = "Darcet et al. Vision Transformers Need Registers. ICLR 2024 (arXiv:2309.16588)"
+_IBOT = "Zhou et al. iBOT: Image BERT Pre-Training with Online Tokenizer. ICLR 2022 (arXiv:2111.07832)"
+_DEIT = "Touvron et al. Training data-efficient image transformers & distillation through attention. ICML 2021 (arXiv:2012.12877)"
+_PARK = "Park et al. What Do Self-Supervised Vision Transformers Learn? ICLR 2023 (arXiv:2305.00729)"
+PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "timm": ""}
+
+_MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-{s}-300ep/vit-{s}-300ep.pth.tar"
+_IBOT_URL = "https://lf3-nlp-opensource.bytetos.com/obj/nlp-opensource/archive/2022/ibot/{d}/checkpoint_teacher.pth"
+SIMMIM_FILE = "simmim_pretrain__vit_base__img224__800ep.pth"
+_SIMMIM_PAGE = "https://drive.google.com/file/d/1dJn6GYkwMIcoP3zqOEyW1_iQfpBi8UOw/view (see github.com/microsoft/SimMIM)"
+_DINOV2_224 = {"pretrained_cfg_overlay": {"input_size": (3, 224, 224)}}  # not img_size: WEIGHTS.md 5.4 trap 4
+
+_BUILTIN: tuple[ModelSpec, ...] = (
+    ModelSpec("mocov3-vit-s16", "cl", _MOCOV3, "vit_small_patch16_224", {"num_heads": 12, **IN_NORM}, "url",
+              _MOCO_URL.format(s="s"), "mocov3", "cc-by-nc-4.0",
+              "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder. 12 heads (head dim 32), frozen random patch embed."),
+    ModelSpec("mocov3-vit-b16", "cl", _MOCOV3, "vit_base_patch16_224", dict(IN_NORM), "url",
+              _MOCO_URL.format(s="b"), "mocov3", "cc-by-nc-4.0",
+              "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's CL model."),
+    ModelSpec("dino-vit-s16", "cl", _DINO, "vit_small_patch16_224.dino", {}, "timm",
+              _hub("vit_small_patch16_224.dino"), "timm", "apache-2.0", "DINO ViT-S/16 teacher backbone, IN-1k."),
+    ModelSpec("dino-vit-b16", "cl", _DINO, "vit_base_patch16_224.dino", {}, "timm",
+              _hub("vit_base_patch16_224.dino"), "timm", "apache-2.0", "DINO ViT-B/16 teacher backbone, IN-1k."),
+    ModelSpec("mae-vit-b16", "mim", _MAE, "vit_base_patch16_224.mae", {}, "timm",
+              _hub("vit_base_patch16_224.mae"), "timm", "cc-by-nc-4.0 (non-commercial)",
+              "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k."),
+    ModelSpec("simmim-vit-b16", "mim", _SIMMIM, "beit_base_patch16_224", {**SIMMIM_BEIT_KWARGS, **IN_NORM},
+              "manual", _SIMMIM_PAGE, "simmim", "mit",
+              f"SimMIM ViT-B/16, 800 ep IN-1k (the paper's MIM model), as timm Beit with one shared relative "
+              f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it."),
+    ModelSpec("dinov2-vit-s14", "hybrid", _DINOV2, "vit_small_patch14_dinov2.lvd142m", _DINOV2_224, "timm",
+              _hub("vit_small_patch14_dinov2.lvd142m"), "timm", "apache-2.0",
+              "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16 grid)."),
+    ModelSpec("dinov2-vit-s14-reg4", "hybrid", f"{_DINOV2}; {_REG}", "vit_small_patch14_reg4_dinov2.lvd142m",
+              _DINOV2_224, "timm", _hub("vit_small_patch14_reg4_dinov2.lvd142m"), "timm", "apache-2.0",
+              "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px."),
+    ModelSpec("ibot-vit-s16", "hybrid", _IBOT, "vit_small_patch16_224", dict(IN_NORM), "url",
+              _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k."),
+    ModelSpec("ibot-vit-b16", "hybrid", _IBOT, "vit_base_patch16_224", dict(IN_NORM), "url",
+              _IBOT_URL.format(d="vitb_16"), "ibot", "apache-2.0",
+              "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16."),
+    ModelSpec("deit-vit-s16", "supervised", _DEIT, "deit_small_patch16_224.fb_in1k", {}, "timm",
+              _hub("deit_small_patch16_224.fb_in1k"), "timm", "apache-2.0",
+              "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed."),
+    ModelSpec("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", {}, "timm",
+              _hub("deit_base_patch16_224.fb_in1k"), "timm", "apache-2.0",
+              "DeiT-B/16 supervised on IN-1k, head removed."),
+    ModelSpec("random-vit-s16", "baseline", _PARK, "vit_small_patch16_224", dict(IN_NORM), "random", "seed=0",
+              "timm", "n/a (random initialisation, no weights)",
+              "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.", untrained=True),
+)
+BUILTIN: dict[str, ModelSpec] = {s.id: s for s in _BUILTIN}
+
+
+# ---------------------------------------------------------------------------------------------- cards
+def _tuples(value: Any) -> Any:
+    """JSON turns tuples into lists; timm cfgs (input_size, mean, std) expect tuples."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def read_card(card_path: Path) -> dict[str, Any]:
+    card = json.loads(card_path.read_text())
+    if not isinstance(card, dict):
+        raise ValueError("a model card must be a JSON object")
+    return card
+
+
+def spec_from_card(card: dict[str, Any], card_path: Path) -> ModelSpec:
+    """A card (demo, imported or trained model) names its safetensors file relative to the card."""
+    model_id = str(card.get("id") or card_path.stem)
+    family = str(card["family"])
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} is not one of {FAMILIES}")
+    weights = card_path.parent / str(card.get("weights") or f"{model_id}.safetensors")
+    return ModelSpec(
+        id=model_id,
+        family=family,
+        paper=str(card.get("paper", "")),
+        arch=str(card["arch"]),
+        arch_kwargs=_tuples(dict(card.get("arch_kwargs") or {})),
+        source="file",
+        location=str(weights),
+        converter="timm",
+        license=str(card.get("license", "unknown")),
+        description=str(card.get("description", "")),
+        untrained=bool(card.get("untrained", False)),
+        card=card,
+    )
+
+
+def _cards_in(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def read_index() -> dict[str, str]:
+    try:
+        data = json.loads(index_path().read_text())
+        return {str(k): str(v) for k, v in data.get("models", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _card_paths() -> list[tuple[str, Path]]:
+    """(origin, card path) for demo cards, then imported cards, then cards the index points to elsewhere."""
+    found = [("demo", p) for p in _cards_in(demo_models_dir())]
+    found += [("imported", p) for p in _cards_in(imported_dir())]
+    seen = {p.resolve() for _, p in found}
+    for path in map(Path, read_index().values()):
+        if path.is_file() and path.resolve() not in seen:
+            found.append(("imported", path))
+    return found
+
+
+def _card_specs() -> tuple[dict[str, tuple[str, ModelSpec]], dict[str, dict[str, Any]]]:
+    """(origin, spec) by id from cards, and imported cards that carry weights for a built-in id
+    (``vitscope models import FILE --as <builtin id>``)."""
+    specs: dict[str, tuple[str, ModelSpec]] = {}
+    builtin_cards: dict[str, dict[str, Any]] = {}
+    for origin, path in _card_paths():
+        try:
+            card = read_card(path)
+            spec = spec_from_card(card, path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("skipping model card %s: %s", path, exc)
+            continue
+        if spec.id in BUILTIN:
+            if origin == "imported":
+                builtin_cards[spec.id] = card
+            continue
+        specs.setdefault(spec.id, (origin, spec))  # demo cards win over imported ones of the same id
+    return specs, builtin_cards
+
+
+# ---------------------------------------------------------------------------------------------- timm names
+def family_from_tag(arch: str, tag: str) -> tuple[str, str]:
+    """Family of a timm model from its pretrained tag, and a note for the description.
+
+    Pure-pretrain tags map to their method (dino -> cl, mae/mim/ijepa/beit3 pt -> mim, DINOv2/v3 -> hybrid,
+    CLIP/SigLIP image-text -> cl); any fine-tuned (``_ft_``) or other labelled tag -> supervised; no weights
+    (tag ``untrained``) -> baseline.
+    """
+    if not tag or tag == "untrained":
+        return "baseline", "untrained: random init (timm has no weights for it)"
+    if "_ft_" in f"_{tag}_" or tag.startswith("ft_"):
+        return "supervised", "fine-tuned with labels after pretraining: not a pure pretrain representation"
+    if "dinov2" in arch or "dinov3" in arch or tag.startswith(("lvd", "sat")):
+        return "hybrid", "DINOv2/v3: DINO image loss + iBOT masked-token loss"
+    if tag.startswith("dino"):
+        return "cl", "DINO self-distillation"
+    if tag.startswith(("mae", "mim")) or "ijepa" in tag or tag in ("pt", "indomain_pt"):
+        return "mim", "masked image modelling pretrain"
+    if any(t in tag for t in ("openai", "laion", "datacomp", "dfn", "metaclip", "webli", "commonpool")):
+        return "cl", "language-image contrastive pretrain"
+    return "supervised", "family guessed from the tag: labelled pretraining"
+
+
+def _timm_spec(name: str) -> ModelSpec | None:
+    import timm.models as tm
+
+    try:
+        if not tm.is_model(name):
+            return None
+        module = tm.model_entrypoint(tm.get_arch_name(name)).__module__.rsplit(".", 1)[-1]
+        cfg = tm.get_pretrained_cfg(name, allow_unregistered=False) if module in VIT_MODULES else None
+    except RuntimeError:  # unknown tag for a known architecture
+        return None
+    if cfg is None:
+        return None
+    arch = f"{cfg.architecture}.{cfg.tag}" if cfg.tag and cfg.tag != "untrained" else str(cfg.architecture)
+    family, note = family_from_tag(str(cfg.architecture), cfg.tag or "")
+    papers = cfg.paper_ids if isinstance(cfg.paper_ids, list | tuple) else [cfg.paper_ids or ""]
+    if cfg.hf_hub_id:
+        source, location, untrained = "timm", str(cfg.hf_hub_id), False
+    elif cfg.url:
+        source, location, untrained = "url", str(cfg.url), False
+    else:
+        source, location, untrained = "random", "seed=0", True
+    return ModelSpec(
+        id=name, family=family, paper=", ".join(map(str, papers)), arch=arch, arch_kwargs={}, source=source,
+        location=location, converter="timm", license=str(cfg.license or "see the timm model card"),
+        description=f"timm {arch}: {note}", untrained=untrained,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- lookup
+def _with_card(spec: ModelSpec, card: dict[str, Any] | None) -> ModelSpec:
+    """A built-in model whose weights were imported: the card's kwargs are the ones the import validated."""
+    if card is None:
+        return spec
+    return replace(spec, card=card, arch_kwargs=_tuples(dict(card.get("arch_kwargs") or spec.arch_kwargs)))
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    cards, builtin_cards = _card_specs()
+    if model_id in BUILTIN:
+        return _with_card(BUILTIN[model_id], builtin_cards.get(model_id))
+    if model_id in cards:
+        return cards[model_id][1]
+    spec = _timm_spec(model_id)
+    if spec is not None:
+        return spec
+    known = ", ".join(list(BUILTIN) + sorted(cards))
+    raise ModelNotFound(
+        f"unknown model {model_id!r}; known ids: {known}; or any timm ViT/DeiT/BEiT/EVA name with an optional "
+        "pretrained tag (e.g. vit_small_patch16_224.dino)"
+    )
+
+
+def list_specs() -> list[ModelSpec]:
+    """Built-in catalogue, then demo models, then imported / trained models (timm names are not listed)."""
+    cards, builtin_cards = _card_specs()
+    builtins = [_with_card(s, builtin_cards.get(s.id)) for s in _BUILTIN]
+    demo = [spec for origin, spec in cards.values() if origin == "demo"]
+    other = [spec for origin, spec in cards.values() if origin != "demo"]
+    return builtins + sorted(demo, key=lambda s: s.id) + sorted(other, key=lambda s: s.id)
