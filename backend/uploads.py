@@ -94,7 +94,8 @@ def decode_image(
             ) from None
         except UnidentifiedImageError:
             raise BadImage(
-                f"the upload is not an image in an allowed format; allowed formats: {_ALLOWED_TEXT}"
+                f"the upload is not a readable image (unknown format or damaged header); "
+                f"allowed formats: {_ALLOWED_TEXT}"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
             # Pillow reports truncated or corrupt data with these (SyntaxError from some plugins).
