@@ -21,12 +21,15 @@ from backend.analysis import (
     query_map,
     rollout_query_map,
 )
+from backend.analysis.attention import HeadFusion
 
 
 def with_prefix(patch: torch.Tensor, num_prefix: int, seed: int = 0) -> torch.Tensor:
-    """Wrap row-stochastic ``(..., Np, Np)`` patch attention into ``(..., N, N)`` with arbitrary prefix rows and
-    columns: each patch row keeps its shape but loses a random share of its mass to the prefix columns, so the
-    analyses must drop the prefix and renormalize to get ``patch`` back."""
+    """Wrap row-stochastic ``(..., Np, Np)`` patch attention into ``(..., N, N)`` behind random prefix rows.
+
+    Each patch row keeps its shape but loses a random share of its mass to the prefix columns, so the analyses
+    must drop the prefix and renormalize to get ``patch`` back.
+    """
     g = torch.Generator().manual_seed(seed)
     *lead, n_p, _ = patch.shape
     n = num_prefix + n_p
@@ -79,8 +82,9 @@ H14, P16 = 14, 16
 def check_patterns() -> torch.Tensor:
     """(1, 3, 1 + 196, 1 + 196): uniform, identity and 3 x 3 box attention behind one CLS token."""
     n_p = H14 * H14
-    patterns = torch.stack([torch.full((n_p, n_p), 1.0 / n_p, dtype=torch.float64), torch.eye(n_p).double(),
-                            box(H14, H14)])
+    patterns = torch.stack(
+        [torch.full((n_p, n_p), 1.0 / n_p, dtype=torch.float64), torch.eye(n_p).double(), box(H14, H14)]
+    )
     return with_prefix(patterns[None], num_prefix=1)
 
 
@@ -103,7 +107,7 @@ def test_nmi_check_values(check_patterns: torch.Tensor) -> None:
     uniform, identity, box3 = nmi[0].tolist()
     assert uniform == pytest.approx(0.0, abs=1e-4)
     assert identity == pytest.approx(0.99999, abs=1e-4)
-    # the 1e-8 epsilon (!) keeps identity visibly below 1 (no epsilon, or A2's 1e-32, would give 1 - 1e-7 or so)
+    # the 1e-8 epsilon (!) keeps identity visibly below 1 (no epsilon, or A2's 1e-32, gives 1 - 1e-7 or so)
     assert identity < 1 - 2e-6
     assert box3 == pytest.approx(0.6046, abs=1e-4)
 
@@ -134,7 +138,7 @@ def test_distance_and_nmi_match_formula_on_other_grids(grid: tuple[int, int], nu
 
 
 def test_distance_uses_row_major_grid() -> None:
-    """Every query attends only to patch (row 2, col 4) of a 3 x 5 grid: distance = mean of P * |(r, c) - (2, 4)|."""
+    """Every query attends only to patch (row 2, col 4) of a 3 x 5 grid: mean of P * |(r, c) - (2, 4)|."""
     h, w, p = 3, 5, 14
     patch = torch.zeros(h * w, h * w, dtype=torch.float64)
     patch[:, 2 * w + 4] = 1.0
@@ -227,9 +231,10 @@ def _random_attentions(layers: int, b: int, heads: int, n: int, seed: int = 4) -
 
 def test_rollout_rows_sum_to_one() -> None:
     attns = _random_attentions(4, 2, 3, 1 + 12)
-    for fusion in ("mean", "max", "min"):
+    fusions: list[HeadFusion] = ["mean", "max", "min"]
+    for fusion in fusions:
         for discard in (0.0, 0.5):
-            r = attention_rollout(attns, 1, head_fusion=fusion, discard_ratio=discard)  # type: ignore[arg-type]
+            r = attention_rollout(attns, 1, head_fusion=fusion, discard_ratio=discard)
             assert r.shape == (2, 13, 13)
             torch.testing.assert_close(r.sum(-1), torch.ones(2, 13))
             assert torch.all(r >= 0)

@@ -1,0 +1,129 @@
+"""A4 (relative log amplitude) against ANALYSES.md's check values and constructed spectra."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from backend.analysis import (
+    half_diagonal_delta,
+    half_diagonal_frequencies,
+    high_frequency_delta,
+    log_amplitude_spectrum,
+)
+
+LOG_EPS = math.log(1e-6)
+
+
+def tokens(grid_values: torch.Tensor, num_prefix: int, prefix_value: float = 1e3) -> torch.Tensor:
+    """``(B, H, W, C)`` -> ``(B, prefix + H * W, C)`` row-major, behind huge prefix tokens (to be dropped)."""
+    b, h, w, c = grid_values.shape
+    prefix = torch.full((b, num_prefix, c), prefix_value, dtype=grid_values.dtype)
+    return torch.cat([prefix, grid_values.reshape(b, h * w, c)], dim=1)
+
+
+def diagonal_wave(h: int, w: int, m: int, channels: int, amplitude: float = 1.0) -> torch.Tensor:
+    """``1 + amplitude * cos(2 pi m (r / H + c / W))``, float64: energy at DC and at +-(m, m) only."""
+    r = torch.arange(h, dtype=torch.float64)[:, None]
+    c = torch.arange(w, dtype=torch.float64)[None, :]
+    wave = 1 + amplitude * torch.cos(2 * math.pi * m * (r / h + c / w))
+    return wave[None, :, :, None].expand(1, h, w, channels)
+
+
+def test_iid_normal_is_about_plus_035() -> None:
+    """Check value: i.i.d. standard normal tokens, 16 x 196 x 768, give about +0.35 at every m >= 1.
+
+    (In theory log(2) / 2 = 0.3466: a complex Gaussian bin against the real Gaussian zero-frequency bin.)
+    """
+    g = torch.Generator().manual_seed(0)
+    z = tokens(torch.randn(16, 14, 14, 768, generator=g), num_prefix=1)
+    delta = half_diagonal_delta(log_amplitude_spectrum(z, (14, 14), 1))
+    assert delta.shape == (16, 7)
+    assert torch.all(delta[:, 0] == 0)
+    mean = delta.mean(0)  # over images: delta is linear in the per-image spectrum
+    for m in range(1, 7):
+        assert mean[m].item() == pytest.approx(0.35, abs=0.04), m
+    hf = high_frequency_delta(z, (14, 14), 1)
+    assert hf.shape == (16,)
+    torch.testing.assert_close(hf, delta[:, 6])
+
+
+def test_constant_tokens() -> None:
+    """Check value: constant tokens give log(1e-6) - log(196) = -19.094 at every m >= 1."""
+    z = tokens(torch.ones(2, 14, 14, 768), num_prefix=1)
+    delta = half_diagonal_delta(log_amplitude_spectrum(z, (14, 14), 1))
+    expected = LOG_EPS - math.log(196 + 1e-6)
+    assert expected == pytest.approx(-19.094, abs=5e-4)
+    torch.testing.assert_close(delta[:, 1:], torch.full((2, 6), expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        high_frequency_delta(z, (14, 14), 1), torch.full((2,), expected), atol=1e-4, rtol=0
+    )
+
+
+def test_last_bin_is_m_6_not_nyquist() -> None:
+    """Energy at DC and (6, 6) only: delta(6) = log(98) - log(196) = -log 2; the other bins hold nothing."""
+    z = tokens(diagonal_wave(14, 14, 6, 4), num_prefix=1)
+    spec = log_amplitude_spectrum(z, (14, 14), 1)
+    assert spec.shape == (1, 14, 14)
+    assert spec[0, 7, 7].item() == pytest.approx(math.log(196), abs=1e-6)  # zero frequency at the centre
+    delta = half_diagonal_delta(spec)[0]
+    empty = LOG_EPS - math.log(196)
+    torch.testing.assert_close(
+        delta,
+        torch.tensor([0, empty, empty, empty, empty, empty, -math.log(2)], dtype=torch.float64),
+        atol=1e-3,
+        rtol=0,
+    )
+    assert high_frequency_delta(z, (14, 14), 1).item() == pytest.approx(-math.log(2), abs=1e-3)
+
+
+def test_nyquist_energy_is_left_out() -> None:
+    """1 + checkerboard has energy at DC and Nyquist only: the plotted bin (m = 6) must see none of it."""
+    r, c = torch.meshgrid(torch.arange(14), torch.arange(14), indexing="ij")
+    board = (1 + (-1.0) ** (r + c)).double()[None, :, :, None]
+    hf = high_frequency_delta(tokens(board, 1), (14, 14), 1).item()
+    assert hf == pytest.approx(LOG_EPS - math.log(196), abs=1e-3)
+
+
+def test_log_before_averaging_over_channels() -> None:
+    """Two channels, (6, 6) amplitudes 98 and 0.98, DC 196: the mean of logs, not the log of the mean."""
+    wave = torch.cat([diagonal_wave(14, 14, 6, 1, 1.0), diagonal_wave(14, 14, 6, 1, 0.01)], dim=-1)
+    hf = high_frequency_delta(tokens(wave, 0), (14, 14), 0).item()
+    assert hf == pytest.approx(
+        (math.log(0.5) + math.log(0.005)) / 2, abs=1e-3
+    )  # -2.996, not log(0.2525) = -1.376
+
+
+def test_non_square_grid_orientation_and_registers() -> None:
+    """A wave along rows only (4 x 6 grid, 5 register tokens): energy at (+-1, 0), none at (0, +-1)."""
+    h, w = 4, 6
+    r = torch.arange(h, dtype=torch.float64)[:, None].expand(h, w)
+    z = tokens((1 + torch.cos(2 * math.pi * r / h))[None, :, :, None].expand(3, h, w, 2), num_prefix=5)
+    spec = log_amplitude_spectrum(z, (h, w), 5)
+    assert spec.shape == (3, h, w)
+    assert spec[0, h // 2 + 1, w // 2].item() == pytest.approx(math.log(h * w / 2), abs=1e-6)
+    assert spec[0, h // 2 - 1, w // 2].item() == pytest.approx(math.log(h * w / 2), abs=1e-6)
+    assert spec[0, h // 2, w // 2 + 1].item() == pytest.approx(LOG_EPS, abs=1e-3)
+    delta = half_diagonal_delta(spec)
+    assert delta.shape == (3, min(h, w) // 2)
+    assert len(half_diagonal_frequencies((h, w))) == 2
+    assert half_diagonal_frequencies((h, w))[1] == pytest.approx((2 * math.pi / h, 2 * math.pi / w))
+
+
+def test_odd_grid_and_half_precision() -> None:
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(2, 1 + 25, 8, generator=g)
+    delta = half_diagonal_delta(log_amplitude_spectrum(z, (5, 5), 1))
+    assert delta.shape == (2, 2)
+    hf16 = high_frequency_delta(z.half(), (5, 5), 1)
+    assert hf16.dtype == torch.float32
+    torch.testing.assert_close(hf16, delta[:, -1], atol=5e-3, rtol=0)
+
+
+def test_bad_shapes() -> None:
+    with pytest.raises(ValueError):
+        log_amplitude_spectrum(torch.zeros(1, 10, 4), (3, 3), 0)
+    with pytest.raises(ValueError):
+        half_diagonal_delta(torch.zeros(1, 1, 5))
