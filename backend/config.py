@@ -50,27 +50,32 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VITSCOPE_", extra="ignore", populate_by_name=True)
 
     # -- network ---------------------------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Interface `vitscope serve` binds.")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port `vitscope serve` binds.")
+    host: str = Field(default="127.0.0.1", description="Interface `vitscope serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port `vitscope serve` binds.")
     api_token: SecretStr | None = Field(
-        None, description="Bearer token required on every /api/v1 route except /health (unset: open)."
+        default=None, description="Bearer token required on every /api/v1 route except /health (unset: open)."
     )
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed by CORS (comma separated); empty: CORS off."
     )
-    ui: bool = Field(True, description="Mount the Dash UI at / of the same process.")
+    ui: bool = Field(default=True, description="Mount the Dash UI at / of the same process.")
 
     # -- cache -----------------------------------------------------------------------------------------------
     redis_url: str | None = Field(
-        None,
+        default=None,
         validation_alias=AliasChoices("REDIS_URL", "VITSCOPE_REDIS_URL", "redis_url"),
         description="Redis for the cache; unset: an in-process LRU store (the embedded default).",
     )
     cache_memory_bytes: int = Field(
-        512 * MiB, ge=1 * MiB, le=256 * GiB, description="Size of the in-process LRU store (REDIS_URL unset)."
+        default=512 * MiB,
+        ge=1 * MiB,
+        le=256 * GiB,
+        description="Size of the in-process LRU store (REDIS_URL unset).",
     )
     hot_cache_bytes: int = Field(
-        32 * MiB, ge=0, le=16 * GiB,
+        default=32 * MiB,
+        ge=0,
+        le=16 * GiB,
         description="In-process LRU of rendered responses in front of the store (0: off).",
     )
 
@@ -79,41 +84,55 @@ class Settings(BaseSettings):
         default_factory=default_data_dir, description="Uploaded images and set definitions."
     )
     data_dir_max_bytes: int = Field(
-        2 * GiB, ge=1 * MiB,
+        default=2 * GiB,
+        ge=1 * MiB,
         description="Disk bound of the uploads folder; least recently used images go first.",
     )
     max_upload_bytes: int = Field(
-        20 * MiB, ge=1 * KiB, le=256 * MiB,
+        default=20 * MiB,
+        ge=1 * KiB,
+        le=256 * MiB,
         description="Largest accepted upload (413 above, while it streams).",
     )
-    max_set_images: int = Field(64, ge=1, le=1024, description="Most images in one set.")
+    max_set_images: int = Field(default=64, ge=1, le=1024, description="Most images in one set.")
     max_embedding_points: int = Field(
-        12544, ge=100, le=200_000,
+        default=12544,
+        ge=100,
+        le=200_000,
         description="Most tokens (images x patches) one t-SNE / PCA projection takes.",
     )
 
     # -- model runner ----------------------------------------------------------------------------------------
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N: one runner per device.")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N: one runner per device.")
     default_models: CommaList = Field(
         default_factory=lambda: ["random-vit-s16"], description="Models loaded and run once before /ready."
     )
-    warmup: bool = Field(True, description="Load the default models and run one dummy forward at start-up.")
-    max_batch: int = Field(8, ge=1, le=256, description="Largest dynamic batch (images of one model).")
-    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="How long a batch waits to fill up.")
-    queue_size: int = Field(64, ge=1, le=100_000, description="Requests waiting per runner before 503.")
+    warmup: bool = Field(
+        default=True, description="Load the default models and run one dummy forward at start-up."
+    )
+    max_batch: int = Field(
+        default=8, ge=1, le=256, description="Largest dynamic batch (images of one model)."
+    )
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000, description="How long a batch waits to fill up.")
+    queue_size: int = Field(
+        default=64, ge=1, le=100_000, description="Requests waiting per runner before 503."
+    )
     request_timeout_s: float = Field(
-        120.0, gt=0, le=3600, description="Per-request limit on waiting for the runner (504 after)."
+        default=120.0, gt=0, le=3600, description="Per-request limit on waiting for the runner (504 after)."
     )
     model_memory_bytes: int = Field(
-        4 * GiB, ge=1 * MiB, description="Byte bound of the LRU of loaded models (per device)."
+        default=4 * GiB, ge=1 * MiB, description="Byte bound of the LRU of loaded models (per device)."
     )
     allow_downloads: bool = Field(
-        False, description="Let POST /models/{id}/pull download weights (off: import them with the CLI)."
+        default=False,
+        description="Let POST /models/{id}/pull download weights (off: import them with the CLI).",
     )
     set_wait_s: float = Field(
-        10.0, ge=0, le=600, description="How long set routes wait for their job before answering 202."
+        default=10.0, ge=0, le=600, description="How long set routes wait for their job before answering 202."
     )
-    job_history: int = Field(256, ge=1, le=100_000, description="Finished jobs kept for GET /jobs/{id}.")
+    job_history: int = Field(
+        default=256, ge=1, le=100_000, description="Finished jobs kept for GET /jobs/{id}."
+    )
 
     # -- validation ------------------------------------------------------------------------------------------
     @field_validator("cors_origins", "default_models", mode="before")

@@ -1,0 +1,1 @@
+"""The analysis service behind the REST API: uploads on disk, captures by the runner, results in the cache."""

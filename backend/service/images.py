@@ -1,0 +1,149 @@
+"""Uploaded images on disk: the originals, kept in a bounded folder so a cache eviction never loses one.
+
+Layout under ``<data_dir>/images``: ``ab/<sha256>`` (the exact uploaded bytes) and ``ab/<sha256>.json``
+(``{"width", "height", "format", "animated", "bytes"}``). When the folder grows over its byte bound, the least
+recently used images are deleted first (their ids then answer 404 and the client uploads again). Files are
+written atomically (temporary name, then rename), so a crash never leaves half an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+IMAGE_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+}
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    width: int
+    height: int
+    format: str
+    bytes: int
+    animated: bool = False
+
+    @property
+    def media_type(self) -> str:
+        return MEDIA_TYPES.get(self.format.upper(), "application/octet-stream")
+
+
+class ImageFolder:
+    """Thread-safe; every method does blocking file I/O (call it from a worker thread where that matters)."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = Path(root) / "images"
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._index: dict[str, ImageMeta] = {}
+        self._used: dict[str, float] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._scan()
+
+    def _paths(self, image_id: str) -> tuple[Path, Path]:
+        if not IMAGE_ID_RE.match(image_id):
+            raise ValueError(f"image id {image_id!r} is not 64 lowercase hex digits")
+        folder = self.root / image_id[:2]
+        return folder / image_id, folder / f"{image_id}.json"
+
+    def _scan(self) -> None:
+        for meta_path in self.root.glob("??/*.json"):
+            image_id = meta_path.stem
+            data_path = meta_path.with_suffix("")
+            if not IMAGE_ID_RE.match(image_id) or not data_path.is_file():
+                continue
+            try:
+                meta = ImageMeta(**json.loads(meta_path.read_text()))
+                self._index[image_id] = meta
+                self._used[image_id] = data_path.stat().st_mtime
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable upload record %s: %s", meta_path, exc)
+        log.info("image folder %s: %d images, %d bytes", self.root, len(self._index), self.total_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m.bytes for m in self._index.values())
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def meta(self, image_id: str) -> ImageMeta | None:
+        """Cheap (an in-memory index): is the image here, and what is it."""
+        return self._index.get(image_id)
+
+    def put(self, image_id: str, data: bytes, meta: ImageMeta) -> None:
+        data_path, meta_path = self._paths(image_id)
+        with self._lock:
+            if image_id in self._index and data_path.is_file():
+                self._touch(image_id, data_path)
+                return
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(data_path, data)
+            _atomic_write(meta_path, json.dumps(asdict(meta)).encode())
+            self._index[image_id] = meta
+            self._used[image_id] = time.time()
+            self._enforce_bound(keep=image_id)
+
+    def read(self, image_id: str) -> bytes | None:
+        if image_id not in self._index:
+            return None
+        data_path, _ = self._paths(image_id)
+        try:
+            data = data_path.read_bytes()
+        except OSError:
+            with self._lock:
+                self._index.pop(image_id, None)
+                self._used.pop(image_id, None)
+            return None
+        with self._lock:
+            self._touch(image_id, data_path)
+        return data
+
+    def _touch(self, image_id: str, data_path: Path) -> None:
+        now = time.time()
+        if now - self._used.get(image_id, 0.0) > 60:  # persist recency at most once a minute per image
+            with contextlib.suppress(OSError):
+                os.utime(data_path, (now, now))
+        self._used[image_id] = now
+
+    def _enforce_bound(self, keep: str) -> None:
+        total = self.total_bytes
+        if total <= self.max_bytes:
+            return
+        for image_id in sorted(self._used, key=self._used.__getitem__):
+            if total <= self.max_bytes:
+                break
+            if image_id == keep:
+                continue
+            meta = self._index.pop(image_id, None)
+            self._used.pop(image_id, None)
+            if meta is None:
+                continue
+            total -= meta.bytes
+            for path in self._paths(image_id):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            log.info("uploads over %d bytes: removed least recently used image %s", self.max_bytes, image_id)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
