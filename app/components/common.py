@@ -1,0 +1,64 @@
+"""Small pieces every panel uses: the Learn note, the export bar, error text, shared store ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from app.context import help_text
+
+# Shared state (dcc.Store ids), created once by app.main.
+IMG_STORE = "img-store"  # {"ids": [sha...], "names": {sha: name}, "active": sha | None}
+MDL_CATALOG = "mdl-catalog"  # the API's model list
+MDL_STORE = "mdl-store"  # selected model ids, in column order
+META_STORE = "an-meta"  # {"image", "models": {id: shape + family}, "errors": {id: message}}
+QUERY_STORE = "ctl-query"  # "cls" | {"y": frac, "x": frac}
+URL_READY = "url-ready"  # True once the permalink has been read
+
+
+def learn(name: str, summary: str = "Learn: what this shows and what the paper predicts") -> html.Details:
+    return html.Details(
+        [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")],
+        className="learn",
+    )
+
+
+def export_bar(prefix: str, *, label: str) -> html.Div:
+    """PNG and SVG of the panel's figures (drawn by Plotly in the browser) and its numbers as JSON and CSV."""
+    return html.Div(
+        [
+            html.Span("Export", className="export-label"),
+            html.Button("PNG", id=f"{prefix}-exp-png", className="btn btn-small", title=f"{label} as PNG"),
+            html.Button("SVG", id=f"{prefix}-exp-svg", className="btn btn-small", title=f"{label} as SVG"),
+            html.Button(
+                "JSON", id=f"{prefix}-exp-json", className="btn btn-small", title=f"numbers of {label}"
+            ),
+            html.Button(
+                "CSV", id=f"{prefix}-exp-csv", className="btn btn-small", title=f"numbers of {label}"
+            ),
+            dcc.Download(id=f"{prefix}-download"),
+            dcc.Store(id=f"{prefix}-exp-done"),
+        ],
+        className="export-bar",
+        role="group",
+        **{"aria-label": f"Export {label}"},
+    )
+
+
+def error_text(message: str | None, **kwargs: Any) -> html.Div | None:
+    if not message:
+        return None
+    return html.Div(message, className="error-text", role="alert", **kwargs)
+
+
+def loading(child: Any, **kwargs: Any) -> dcc.Loading:
+    """A spinner that appears only for work slower than a moment, keeping the old view visible under it."""
+    return dcc.Loading(
+        child,
+        type="circle",
+        delay_show=250,
+        overlay_style={"visibility": "visible", "opacity": 0.55, "filter": "blur(0.5px)"},
+        color="#1c62c4",
+        **kwargs,
+    )

@@ -1,0 +1,165 @@
+"""Compare frequency responses: the 2D log-amplitude spectrum of each model's tokens at the chosen depth
+(``GET /images/{id}/spectrum``), all on one colour scale."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from dash import Dash, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
+
+from app.api_client import ApiError
+from app.components.common import IMG_STORE, MDL_STORE, META_STORE, export_bar, learn, loading
+from app.context import AppContext
+from app.figures.spectrum import spectrum_figure
+from app.figures.style import graph_config
+
+STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
+
+
+def layout() -> html.Section:
+    return html.Section(
+        [
+            html.Div(
+                [html.H2("5 · Frequency response", id="spc-heading"), export_bar("spc", label="the spectra")],
+                className="panel-head",
+            ),
+            html.Div(
+                [
+                    html.Span("Tokens", className="ctl-label", id="spc-state-label"),
+                    dcc.RadioItems(
+                        id="spc-state",
+                        options=[
+                            {"label": STATE_LABELS["out"], "value": "out"},
+                            {"label": STATE_LABELS["attn"], "value": "attn"},
+                        ],
+                        value="out",
+                        inline=True,
+                        className="radio",
+                    ),
+                ],
+                className="panel-tools",
+                role="group",
+                **{"aria-labelledby": "spc-state-label"},
+            ),
+            html.Div(id="spc-msg"),
+            loading(
+                dcc.Graph(
+                    id="spc-graph",
+                    figure={"data": [], "layout": {"height": 380}},
+                    style={"height": "380px"},
+                    responsive=True,
+                    config=graph_config("vitscope-spectrum"),
+                )
+            ),
+            learn("spectrum"),
+        ],
+        className="panel",
+        id="spc-panel",
+        **{"aria-labelledby": "spc-heading"},
+    )
+
+
+def register(app: Dash, ctx_: AppContext) -> None:
+    client = ctx_.client
+
+    def fetch(
+        meta: dict[str, Any], layer: int, state: str, models: list[str]
+    ) -> tuple[dict[str, list[list[float]]], dict[str, int], list[str]]:
+        image = meta["image"]
+        shapes = meta.get("models", {})
+        models = [m for m in models if m in shapes]
+        depths = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
+        results = client.parallel(
+            [lambda m=m: client.spectrum(image, m, depths[m], state) for m in models]  # type: ignore[misc]
+        )
+        spectra, errors = {}, []
+        for m, res in zip(models, results, strict=True):
+            if isinstance(res, ApiError):
+                errors.append(f"{m}: {res.message}")
+                continue
+            z = res.get("map", res.get("spectrum", res.get("log_amplitude")))
+            if isinstance(z, list) and z:
+                spectra[m] = z
+            else:
+                errors.append(f"{m}: the API's spectrum answer has no map")
+        return spectra, depths, errors
+
+    @app.callback(
+        Output("spc-graph", "figure"),
+        Output("spc-msg", "children"),
+        Input(META_STORE, "data"),
+        Input("ctl-layer", "value"),
+        Input("spc-state", "value"),
+        State(MDL_STORE, "data"),
+    )
+    def draw(meta: dict[str, Any] | None, layer: int, state: str, models: list[str] | None) -> Any:
+        if not meta or not meta.get("image") or not models:
+            return {"data": [], "layout": {"height": 380}}, html.Div(
+                "Spectra appear once there is an image and a model.", className="hint"
+            )
+        spectra, depths, errors = fetch(meta, layer, state, list(models))
+        titles = {m: f"{m} · depth {depths[m]}" for m in spectra}
+        fig = spectrum_figure(
+            spectra,
+            titles=titles,
+            subtitle=f"{STATE_LABELS.get(state, state)}, block {layer}; "
+            "centre = zero frequency; one shared colour scale",
+        )
+        msg = (
+            html.Div([html.Div(e) for e in errors], className="error-text", role="alert") if errors else None
+        )
+        return fig, msg
+
+    app.clientside_callback(
+        "function(a, b) { return window.vitscope.exportImages('spc-panel'); }",
+        Output("spc-exp-done", "data"),
+        Input("spc-exp-png", "n_clicks"),
+        Input("spc-exp-svg", "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("spc-download", "data"),
+        Input("spc-exp-json", "n_clicks"),
+        Input("spc-exp-csv", "n_clicks"),
+        State(META_STORE, "data"),
+        State("ctl-layer", "value"),
+        State("spc-state", "value"),
+        State(MDL_STORE, "data"),
+        State(IMG_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    def export_numbers(
+        _j: Any,
+        _c: Any,
+        meta: dict[str, Any] | None,
+        layer: int,
+        state: str,
+        models: list[str] | None,
+        images: dict[str, Any] | None,
+    ) -> Any:
+        if not meta or not meta.get("image") or not models:
+            raise PreventUpdate
+        spectra, depths, errors = fetch(meta, layer, state, list(models))
+        if ctx.triggered_id == "spc-exp-json":
+            doc = {
+                "image": meta["image"],
+                "state": state,
+                "depths": depths,
+                "spectra": spectra,
+                "errors": errors,
+                "note": "centred (fftshift) log amplitude averaged over channels; rows = y frequency",
+            }
+            return dcc.send_string(json.dumps(doc, indent=1), "vitscope-spectrum.json")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["model", "state", "depth", "row", "col", "log_amplitude"])
+        for m, z in spectra.items():
+            for r, row in enumerate(z):
+                for c, v in enumerate(row):
+                    writer.writerow([m, state, depths[m], r, c, v])
+        return dcc.send_string(buf.getvalue(), "vitscope-spectrum.csv")

@@ -1,0 +1,194 @@
+"""Tokens (A5): PCA or t-SNE of the patch tokens of the image set at the chosen block, one colour per image
+(``POST /sets``, then ``GET /sets/{id}/embeddings``). Computed only while the panel is open: t-SNE takes
+seconds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from app.api_client import ApiError
+from app.components.common import IMG_STORE, MDL_STORE, META_STORE, export_bar, learn, loading
+from app.context import AppContext
+from app.figures.style import graph_config
+from app.figures.tokens import read_points, tokens_figure
+
+
+def layout() -> html.Section:
+    return html.Section(
+        [
+            html.Div(
+                [html.H2("6 · Tokens", id="tok-heading"), export_bar("tok", label="the token projections")],
+                className="panel-head",
+            ),
+            html.Details(
+                [
+                    html.Summary("Show the patch tokens of the set in 2D (computed on demand)"),
+                    html.Div(
+                        [
+                            html.Span("Projection", className="ctl-label", id="tok-method-label"),
+                            dcc.RadioItems(
+                                id="tok-method",
+                                options=[
+                                    {"label": "PCA (fast)", "value": "pca"},
+                                    {"label": "t-SNE (perplexity 20, seconds)", "value": "tsne"},
+                                ],
+                                value="pca",
+                                inline=True,
+                                className="radio",
+                            ),
+                        ],
+                        className="panel-tools",
+                        role="group",
+                        **{"aria-labelledby": "tok-method-label"},
+                    ),
+                    html.Div(id="tok-msg"),
+                    loading(
+                        dcc.Graph(
+                            id="tok-graph",
+                            figure={"data": [], "layout": {"height": 420}},
+                            style={"height": "420px"},
+                            responsive=True,
+                            config=graph_config("vitscope-tokens"),
+                        )
+                    ),
+                    learn("tokens"),
+                ],
+                id="tok-details",
+                open=False,
+            ),
+        ],
+        className="panel",
+        id="tok-panel",
+        **{"aria-labelledby": "tok-heading"},
+    )
+
+
+def register(app: Dash, ctx_: AppContext) -> None:
+    client = ctx_.client
+
+    def fetch(
+        meta: dict[str, Any], images: dict[str, Any], layer: int, method: str, models: list[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, int], list[str]]:
+        ids = list(images.get("ids", []))
+        shapes = meta.get("models", {})
+        models = [m for m in models if m in shapes]
+        set_id = client.create_set(ids)
+        layers = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
+        results = client.parallel(
+            [lambda m=m: client.embeddings(set_id, m, layers[m], method) for m in models]  # type: ignore[misc]
+        )
+        out, errors = {}, []
+        for m, res in zip(models, results, strict=True):
+            if isinstance(res, ApiError):
+                errors.append(f"{m}: {res.message}")
+            else:
+                out[m] = res
+        return out, layers, errors
+
+    @app.callback(
+        Output("tok-graph", "figure"),
+        Output("tok-msg", "children"),
+        Input("tok-details", "open"),
+        Input(META_STORE, "data"),
+        Input("ctl-layer", "value"),
+        Input("tok-method", "value"),
+        State(IMG_STORE, "data"),
+        State(MDL_STORE, "data"),
+    )
+    def draw(
+        is_open: bool,
+        meta: dict[str, Any] | None,
+        layer: int,
+        method: str,
+        images: dict[str, Any] | None,
+        models: list[str] | None,
+    ) -> Any:
+        if not is_open:
+            raise PreventUpdate
+        ids = (images or {}).get("ids", [])
+        if not meta or not ids or not models:
+            return no_update, html.Div("Add images and pick models first.", className="hint")
+        try:
+            per_model, layers, errors = fetch(meta, images or {}, layer, method, list(models))
+        except ApiError as exc:
+            return no_update, html.Div(
+                f"cannot make a set of the images: {exc.message}", className="error-text"
+            )
+        names_map = (images or {}).get("names", {})
+        names = [names_map.get(i) or i[:8] for i in ids]
+        titles = {m: f"{m} · block {layers[m]}" for m in per_model}
+        fig = tokens_figure(
+            per_model,
+            image_names=names,
+            titles=titles,
+            subtitle=f"{'PCA' if method == 'pca' else 't-SNE'} of block-output patch tokens "
+            f"(x_out, prefix dropped), {len(ids)} image(s), one colour per image",
+        )
+        hint = (
+            None
+            if len(ids) > 1
+            else html.Div("Add more images: the clusters tell images apart.", className="hint")
+        )
+        msg = (
+            html.Div([html.Div(e) for e in errors], className="error-text", role="alert") if errors else hint
+        )
+        return fig, msg
+
+    app.clientside_callback(
+        "function(a, b) { return window.vitscope.exportImages('tok-panel'); }",
+        Output("tok-exp-done", "data"),
+        Input("tok-exp-png", "n_clicks"),
+        Input("tok-exp-svg", "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("tok-download", "data"),
+        Input("tok-exp-json", "n_clicks"),
+        Input("tok-exp-csv", "n_clicks"),
+        State(META_STORE, "data"),
+        State("ctl-layer", "value"),
+        State("tok-method", "value"),
+        State(IMG_STORE, "data"),
+        State(MDL_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    def export_numbers(
+        _j: Any,
+        _c: Any,
+        meta: dict[str, Any] | None,
+        layer: int,
+        method: str,
+        images: dict[str, Any] | None,
+        models: list[str] | None,
+    ) -> Any:
+        if not meta or not (images or {}).get("ids") or not models:
+            raise PreventUpdate
+        try:
+            per_model, layers, errors = fetch(meta, images or {}, layer, method, list(models))
+        except ApiError as exc:
+            per_model, layers, errors = {}, {}, [exc.message]
+        ids = (images or {}).get("ids", [])
+        if ctx.triggered_id == "tok-exp-json":
+            doc = {
+                "images": ids,
+                "method": method,
+                "layers": layers,
+                "embeddings": per_model,
+                "errors": errors,
+            }
+            return dcc.send_string(json.dumps(doc, indent=1), "vitscope-tokens.json")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["model", "layer", "method", "image_index", "image", "x", "y"])
+        for m, body in per_model.items():
+            xs, ys, idx = read_points(body)
+            for x, y, k in zip(xs, ys, idx, strict=True):
+                writer.writerow([m, layers[m], method, k, ids[k] if k < len(ids) else "", x, y])
+        return dcc.send_string(buf.getvalue(), "vitscope-tokens.csv")

@@ -1,0 +1,115 @@
+"""Build the Dash app (``create_dash_app``) and run it on its own (``python -m app.main --api-url URL``).
+
+``vitscope serve`` mounts the app on the API's own port at ``/`` (one process); in compose it runs on its own
+and talks to the API over the network. Either way the UI knows the backend only through HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import dash
+from dash import dcc, html
+
+from app.api_client import ApiClient
+from app.components import attention, controls, curves, images, models, permalink, spectrum, tokens
+from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE
+from app.context import ASSETS_DIR, AppContext
+
+log = logging.getLogger(__name__)
+
+
+def build_layout(ctx: AppContext) -> html.Div:
+    return html.Div(
+        [
+            html.A("Skip to the views", href="#att-panel", className="skip-link"),
+            permalink.layout(),
+            dcc.Store(id=IMG_STORE, data=images.empty_images()),
+            dcc.Store(id=MDL_CATALOG),
+            dcc.Store(id=MDL_STORE, data=[]),
+            dcc.Store(id=META_STORE),
+            dcc.Store(id=QUERY_STORE, data="cls"),
+            html.Header(
+                [
+                    html.H1("vitscope"),
+                    html.Span(
+                        "What do self-supervised Vision Transformers learn? Compare how contrastive, "
+                        "masked-image-modeling, hybrid and supervised ViTs attend and which frequencies "
+                        "they use (Park et al., ICLR 2023).",
+                        className="tagline",
+                    ),
+                ],
+                className="app-header",
+            ),
+            html.Main(
+                [
+                    html.Div(id="url-note"),
+                    html.Div([images.layout(ctx), models.layout()], className="setup"),
+                    controls.layout(),
+                    attention.layout(),
+                    curves.layout(),
+                    spectrum.layout(),
+                    tokens.layout(),
+                ],
+                className="page",
+            ),
+        ]
+    )
+
+
+def create_dash_app(
+    api_url: str, *, requests_pathname_prefix: str = "/", api_token: str | None = None
+) -> dash.Dash:
+    """The UI as a Dash app that calls the REST API at ``api_url``.
+
+    ``api_url`` is the API server's base URL, with or without ``/api/v1`` (``http://127.0.0.1:8765``).
+    ``requests_pathname_prefix`` is where the browser reaches the app (``/`` when mounted at the root); routes
+    stay at ``/`` because a mount strips its prefix. ``api_token`` (default ``$VITSCOPE_API_TOKEN``) is sent
+    as a bearer token on every API call; it stays on the server.
+    """
+    prefix = (
+        requests_pathname_prefix if requests_pathname_prefix.endswith("/") else requests_pathname_prefix + "/"
+    )
+    app = dash.Dash(
+        __name__,
+        title="vitscope",
+        assets_folder=str(ASSETS_DIR),
+        requests_pathname_prefix=prefix,
+        routes_pathname_prefix="/",
+        serve_locally=True,
+        update_title="vitscope · working…",
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    ctx = AppContext(client=ApiClient(api_url, token=api_token))
+    app.layout = build_layout(ctx)
+    for component in (permalink, images, models, controls, attention, curves, spectrum, tokens):
+        component.register(app, ctx)
+    app.server.config["VITSCOPE_API_URL"] = ctx.client.base
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the vitscope UI on its own, against a running API.")
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("VITSCOPE_API_URL", "http://127.0.0.1:8000"),
+        help="base URL of the vitscope API (default $VITSCOPE_API_URL or http://127.0.0.1:8000)",
+    )
+    parser.add_argument("--host", default=os.environ.get("VITSCOPE_UI_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("VITSCOPE_UI_PORT", "8050")))
+    parser.add_argument("--prefix", default="/", help="URL path prefix the browser uses (behind a proxy)")
+    parser.add_argument(
+        "--debug", action="store_true", help="Dash dev tools and reloading (never in production)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    app = create_dash_app(args.api_url, requests_pathname_prefix=args.prefix)
+    log.info("vitscope UI on http://%s:%d%s, API at %s", args.host, args.port, args.prefix, args.api_url)
+    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

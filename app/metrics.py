@@ -1,0 +1,140 @@
+"""Read the API's per-model ``metrics.json`` object into curves the figures draw.
+
+The object (``backend.analysis.summary``): ``layers``, ``heads``, ``grid``, ``patch_size``, ``num_images``,
+``preprocessing``; per-layer ``attention_distance``, ``nmi`` and ``attention_entropy`` as
+``{"mean": [L], "std": [L], "per_head": [L][heads]}``; ``delta_log_amplitude`` as
+``{"depth": [0..L], "value": [L+1], "std": [L+1]}`` (and ``delta_log_amplitude_attn`` on blocks 1..L).
+Reading is tolerant (a plain list, ``value`` or ``mean``): a small change of the object does not
+blank the page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Curve:
+    x: list[int]
+    mean: list[float]
+    std: list[float] | None
+    per_head: list[list[float]] | None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str
+    title: str
+    unit: str
+    depth_from_zero: bool  # x axis starts at depth 0 (the embedding) instead of block 1
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("attention_distance", "Mean attention distance", "pixels", False),
+    MetricSpec("nmi", "NMI (query, key)", "", False),
+    MetricSpec("attention_entropy", "Attention entropy", "nats", False),
+    MetricSpec("delta_log_amplitude", "Δ log amplitude (high frequency)", "", True),
+)
+
+
+def _floats(values: Any) -> list[float] | None:
+    if not isinstance(values, list) or not values:
+        return None
+    try:
+        return [float(v) if v is not None else float("nan") for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def read_curve(metrics: dict[str, Any], spec: MetricSpec) -> Curve | None:
+    raw = metrics.get(spec.key)
+    if isinstance(raw, list):
+        mean, std, per_head, depth = _floats(raw), None, None, None
+    elif isinstance(raw, dict):
+        mean = _floats(raw.get("mean", raw.get("value", raw.get("values"))))
+        std = _floats(raw.get("std"))
+        per_head_raw = raw.get("per_head")
+        per_head = (
+            [row for row in (_floats(r) for r in per_head_raw) if row is not None]
+            if isinstance(per_head_raw, list)
+            else None
+        )
+        depth = raw.get("depth")
+    else:
+        return None
+    if mean is None:
+        return None
+    if isinstance(depth, list) and len(depth) == len(mean):
+        x = [int(d) for d in depth]
+    else:
+        x = list(range(0 if spec.depth_from_zero else 1, len(mean) + (0 if spec.depth_from_zero else 1)))
+    if std is not None and len(std) != len(mean):
+        std = None
+    return Curve(x=x, mean=mean, std=std, per_head=per_head or None)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the UI needs to know of a model to draw it: depth, heads, grid, patch size, input size."""
+
+    layers: int
+    heads: int
+    grid: tuple[int, int]
+    patch_size: int
+    input_size: tuple[int, int]
+    resize: int | None
+    crop_pct: float | None
+    interpolation: str
+
+
+def read_shape(metrics: dict[str, Any], fallback_patch: int | None = None) -> ModelShape:
+    grid_raw = metrics.get("grid") or [14, 14]
+    grid = (int(grid_raw[0]), int(grid_raw[1]))
+    patch = int(metrics.get("patch_size") or fallback_patch or 16)
+    layers = metrics.get("layers")
+    heads = metrics.get("heads")
+    dist = metrics.get("attention_distance")
+    if not layers and isinstance(dist, dict) and isinstance(dist.get("mean"), list):
+        layers = len(dist["mean"])
+    if not heads and isinstance(dist, dict) and isinstance(dist.get("per_head"), list) and dist["per_head"]:
+        heads = len(dist["per_head"][0])
+    prep = metrics.get("preprocessing") if isinstance(metrics.get("preprocessing"), dict) else {}
+    size = prep.get("input_size") or [grid[0] * patch, grid[1] * patch]
+    return ModelShape(
+        layers=int(layers or 12),
+        heads=int(heads or 1),
+        grid=grid,
+        patch_size=patch,
+        input_size=(int(size[0]), int(size[1])),
+        resize=int(prep["resize"]) if prep.get("resize") else None,
+        crop_pct=float(prep["crop_pct"]) if prep.get("crop_pct") else None,
+        interpolation=str(prep.get("interpolation") or "bilinear"),
+    )
+
+
+def metrics_table(per_model: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long-form rows ``model, metric, depth, mean, std`` (and one row per head) for CSV export."""
+    rows: list[dict[str, Any]] = []
+    for model, metrics in per_model.items():
+        for spec in METRICS:
+            curve = read_curve(metrics, spec)
+            if curve is None:
+                continue
+            for i, x in enumerate(curve.x):
+                rows.append(
+                    {
+                        "model": model,
+                        "metric": spec.key,
+                        "depth": x,
+                        "head": "mean",
+                        "value": curve.mean[i],
+                        "std": curve.std[i] if curve.std else "",
+                    }
+                )
+                if curve.per_head and i < len(curve.per_head):
+                    for h, v in enumerate(curve.per_head[i]):
+                        rows.append(
+                            {"model": model, "metric": spec.key, "depth": x, "head": h, "value": v, "std": ""}
+                        )
+    return rows
