@@ -27,9 +27,9 @@ def register(subparsers: Any) -> None:
     imp = sub.add_parser("import", help="convert an original checkpoint and add it to the catalogue")
     imp.add_argument("file", type=Path, help="checkpoint file (.pth, .pth.tar, .bin, .safetensors)")
     imp.add_argument("--format", required=True, choices=FORMATS, dest="fmt", help="original release format")
-    imp.add_argument("--arch", help="timm architecture (default: the catalogue's, when --as is a catalogue id)")
+    imp.add_argument("--arch", help="timm architecture (default: the catalogue's for a catalogue id)")
     imp.add_argument("--as", required=True, dest="name", metavar="NAME", help="model id to register")
-    imp.add_argument("--family", choices=FAMILIES, help="default: from the format (dino -> cl, mae -> mim, ...)")
+    imp.add_argument("--family", choices=FAMILIES, help="default: from the format (dino: cl, mae: mim, ...)")
     imp.add_argument("--arch-kwargs", type=_json_object, default=None, metavar="JSON",
                      help='extra timm create_model kwargs, e.g. \'{"img_size": 224}\'')
     imp.add_argument("--trusted", action="store_true",

@@ -1,7 +1,8 @@
 """The model catalogue: named models, shipped demo models, imported models and any timm ViT name.
 
-A model id resolves in this order: built-in catalogue, demo models (``<repo>/demo_models/*.json``), imported and
-trained models (``models_cache/imported/*.json`` plus ``models_cache/catalog.json``), timm ViT names.
+A model id resolves in this order: built-in catalogue, demo models (``<repo>/demo_models/*.json``),
+imported and trained models (``models_cache/imported/*.json`` plus ``models_cache/catalog.json``), timm ViT
+names.
 Family of a bare timm name comes from its pretrained tag (``family_from_tag``).
 """
 
@@ -27,7 +28,8 @@ IN_MEAN = (0.485, 0.456, 0.406)
 IN_STD = (0.229, 0.224, 0.225)
 # MoCo v3, SimMIM and iBOT have no timm tag whose cfg carries their (ImageNet) normalisation (WEIGHTS.md 5.5).
 IN_NORM = {"pretrained_cfg_overlay": {"mean": IN_MEAN, "std": IN_STD}}
-# SimMIM ViT-B/16 as timm Beit: one shared relative position bias, no abs pos embed, layer scale (WEIGHTS.md 3.4).
+# SimMIM ViT-B/16 as timm Beit: one shared relative position bias, no abs pos embed, layer scale
+# (WEIGHTS.md 3.4).
 SIMMIM_BEIT_KWARGS: dict[str, Any] = {
     "use_abs_pos_emb": False,
     "use_rel_pos_bias": False,
@@ -64,7 +66,8 @@ def models_cache_dir() -> Path:
 
 
 def demo_models_dir() -> Path:
-    """Shipped demo models (``<id>.safetensors`` + ``<id>.json`` in git); ``$VITSCOPE_DEMO_MODELS`` overrides."""
+    """Shipped demo models (``<id>.safetensors`` + ``<id>.json``, in git); ``$VITSCOPE_DEMO_MODELS`` overrides
+    the folder. It may be absent."""
     return Path(os.environ.get("VITSCOPE_DEMO_MODELS") or REPO_ROOT / "demo_models").expanduser()
 
 
@@ -85,65 +88,86 @@ def check_name(name: str) -> None:
         )
 
 
-def _hub(arch: str) -> str:
-    return f"timm/{arch}"
-
-
-_MOCOV3 = "Chen, Xie, He. An Empirical Study of Training Self-Supervised Vision Transformers. ICCV 2021 (arXiv:2104.02057)"
-_DINO = "Caron et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021 (arXiv:2104.14294)"
+_MOCOV3 = (
+    "Chen, Xie, He. An Empirical Study of Training Self-Supervised Vision Transformers. ICCV 2021 "
+    "(arXiv:2104.02057)"
+)
+_DINO = (
+    "Caron et al. Emerging Properties in Self-Supervised Vision Transformers. ICCV 2021 (arXiv:2104.14294)"
+)
 _MAE = "He et al. Masked Autoencoders Are Scalable Vision Learners. CVPR 2022 (arXiv:2111.06377)"
 _SIMMIM = "Xie et al. SimMIM: A Simple Framework for Masked Image Modeling. CVPR 2022 (arXiv:2111.09886)"
-_DINOV2 = "Oquab et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (arXiv:2304.07193)"
+_DINOV2 = (
+    "Oquab et al. DINOv2: Learning Robust Visual Features without Supervision. TMLR 2024 (arXiv:2304.07193)"
+)
 _REG = "Darcet et al. Vision Transformers Need Registers. ICLR 2024 (arXiv:2309.16588)"
 _IBOT = "Zhou et al. iBOT: Image BERT Pre-Training with Online Tokenizer. ICLR 2022 (arXiv:2111.07832)"
-_DEIT = "Touvron et al. Training data-efficient image transformers & distillation through attention. ICML 2021 (arXiv:2012.12877)"
+_DEIT = (
+    "Touvron et al. Training data-efficient image transformers & distillation through attention. ICML 2021 "
+    "(arXiv:2012.12877)"
+)
 _PARK = "Park et al. What Do Self-Supervised Vision Transformers Learn? ICLR 2023 (arXiv:2305.00729)"
 PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "timm": ""}
 
 _MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-{s}-300ep/vit-{s}-300ep.pth.tar"
-_IBOT_URL = "https://lf3-nlp-opensource.bytetos.com/obj/nlp-opensource/archive/2022/ibot/{d}/checkpoint_teacher.pth"
+_IBOT_URL = (
+    "https://lf3-nlp-opensource.bytetos.com/obj/nlp-opensource/archive/2022/ibot/{d}/checkpoint_teacher.pth"
+)
 SIMMIM_FILE = "simmim_pretrain__vit_base__img224__800ep.pth"
-_SIMMIM_PAGE = "https://drive.google.com/file/d/1dJn6GYkwMIcoP3zqOEyW1_iQfpBi8UOw/view (see github.com/microsoft/SimMIM)"
+_SIMMIM_PAGE = (
+    "https://drive.google.com/file/d/1dJn6GYkwMIcoP3zqOEyW1_iQfpBi8UOw/view (see github.com/microsoft/SimMIM)"
+)
 _DINOV2_224 = {"pretrained_cfg_overlay": {"input_size": (3, 224, 224)}}  # not img_size: WEIGHTS.md 5.4 trap 4
 
+def _timm(model_id: str, family: str, paper: str, arch: str, license: str, description: str,
+          arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
+    hub_repo = f"timm/{arch}"
+    return ModelSpec(model_id, family, paper, arch, arch_kwargs or {}, "timm", hub_repo, "timm", license,
+                     description)
+
+
+def _release(model_id: str, family: str, paper: str, arch: str, arch_kwargs: dict[str, Any], url: str,
+             converter: str, license: str, description: str) -> ModelSpec:
+    return ModelSpec(model_id, family, paper, arch, arch_kwargs, "url", url, converter, license, description)
+
+
 _BUILTIN: tuple[ModelSpec, ...] = (
-    ModelSpec("mocov3-vit-s16", "cl", _MOCOV3, "vit_small_patch16_224", {"num_heads": 12, **IN_NORM}, "url",
-              _MOCO_URL.format(s="s"), "mocov3", "cc-by-nc-4.0",
-              "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder. 12 heads (head dim 32), frozen random patch embed."),
-    ModelSpec("mocov3-vit-b16", "cl", _MOCOV3, "vit_base_patch16_224", dict(IN_NORM), "url",
-              _MOCO_URL.format(s="b"), "mocov3", "cc-by-nc-4.0",
-              "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's CL model."),
-    ModelSpec("dino-vit-s16", "cl", _DINO, "vit_small_patch16_224.dino", {}, "timm",
-              _hub("vit_small_patch16_224.dino"), "timm", "apache-2.0", "DINO ViT-S/16 teacher backbone, IN-1k."),
-    ModelSpec("dino-vit-b16", "cl", _DINO, "vit_base_patch16_224.dino", {}, "timm",
-              _hub("vit_base_patch16_224.dino"), "timm", "apache-2.0", "DINO ViT-B/16 teacher backbone, IN-1k."),
-    ModelSpec("mae-vit-b16", "mim", _MAE, "vit_base_patch16_224.mae", {}, "timm",
-              _hub("vit_base_patch16_224.mae"), "timm", "cc-by-nc-4.0 (non-commercial)",
-              "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k."),
+    _release("mocov3-vit-s16", "cl", _MOCOV3, "vit_small_patch16_224", {"num_heads": 12, **IN_NORM},
+             _MOCO_URL.format(s="s"), "mocov3", "cc-by-nc-4.0",
+             "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder; 12 heads (head dim 32), frozen random patch "
+             "embed."),
+    _release("mocov3-vit-b16", "cl", _MOCOV3, "vit_base_patch16_224", dict(IN_NORM), _MOCO_URL.format(s="b"),
+             "mocov3", "cc-by-nc-4.0", "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's "
+             "CL model."),
+    _timm("dino-vit-s16", "cl", _DINO, "vit_small_patch16_224.dino", "apache-2.0",
+          "DINO ViT-S/16 teacher backbone, IN-1k."),
+    _timm("dino-vit-b16", "cl", _DINO, "vit_base_patch16_224.dino", "apache-2.0",
+          "DINO ViT-B/16 teacher backbone, IN-1k."),
+    _timm("mae-vit-b16", "mim", _MAE, "vit_base_patch16_224.mae", "cc-by-nc-4.0 (non-commercial)",
+          "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k."),
     ModelSpec("simmim-vit-b16", "mim", _SIMMIM, "beit_base_patch16_224", {**SIMMIM_BEIT_KWARGS, **IN_NORM},
               "manual", _SIMMIM_PAGE, "simmim", "mit",
               f"SimMIM ViT-B/16, 800 ep IN-1k (the paper's MIM model), as timm Beit with one shared relative "
               f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it."),
-    ModelSpec("dinov2-vit-s14", "hybrid", _DINOV2, "vit_small_patch14_dinov2.lvd142m", _DINOV2_224, "timm",
-              _hub("vit_small_patch14_dinov2.lvd142m"), "timm", "apache-2.0",
-              "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16 grid)."),
-    ModelSpec("dinov2-vit-s14-reg4", "hybrid", f"{_DINOV2}; {_REG}", "vit_small_patch14_reg4_dinov2.lvd142m",
-              _DINOV2_224, "timm", _hub("vit_small_patch14_reg4_dinov2.lvd142m"), "timm", "apache-2.0",
-              "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px."),
-    ModelSpec("ibot-vit-s16", "hybrid", _IBOT, "vit_small_patch16_224", dict(IN_NORM), "url",
-              _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k."),
-    ModelSpec("ibot-vit-b16", "hybrid", _IBOT, "vit_base_patch16_224", dict(IN_NORM), "url",
-              _IBOT_URL.format(d="vitb_16"), "ibot", "apache-2.0",
-              "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16."),
-    ModelSpec("deit-vit-s16", "supervised", _DEIT, "deit_small_patch16_224.fb_in1k", {}, "timm",
-              _hub("deit_small_patch16_224.fb_in1k"), "timm", "apache-2.0",
-              "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed."),
-    ModelSpec("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", {}, "timm",
-              _hub("deit_base_patch16_224.fb_in1k"), "timm", "apache-2.0",
-              "DeiT-B/16 supervised on IN-1k, head removed."),
+    _timm("dinov2-vit-s14", "hybrid", _DINOV2, "vit_small_patch14_dinov2.lvd142m", "apache-2.0",
+          "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16).",
+          _DINOV2_224),
+    _timm("dinov2-vit-s14-reg4", "hybrid", f"{_DINOV2}; {_REG}", "vit_small_patch14_reg4_dinov2.lvd142m",
+          "apache-2.0", "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px.",
+          _DINOV2_224),
+    _release("ibot-vit-s16", "hybrid", _IBOT, "vit_small_patch16_224", dict(IN_NORM),
+             _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k."),
+    _release("ibot-vit-b16", "hybrid", _IBOT, "vit_base_patch16_224", dict(IN_NORM),
+             _IBOT_URL.format(d="vitb_16"), "ibot", "apache-2.0",
+             "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16."),
+    _timm("deit-vit-s16", "supervised", _DEIT, "deit_small_patch16_224.fb_in1k", "apache-2.0",
+          "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed."),
+    _timm("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", "apache-2.0",
+          "DeiT-B/16 supervised on IN-1k, head removed."),
     ModelSpec("random-vit-s16", "baseline", _PARK, "vit_small_patch16_224", dict(IN_NORM), "random", "seed=0",
               "timm", "n/a (random initialisation, no weights)",
-              "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.", untrained=True),
+              "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.",
+              untrained=True),
 )
 BUILTIN: dict[str, ModelSpec] = {s.id: s for s in _BUILTIN}
 
@@ -301,8 +325,8 @@ def get_spec(model_id: str) -> ModelSpec:
         return spec
     known = ", ".join(list(BUILTIN) + sorted(cards))
     raise ModelNotFound(
-        f"unknown model {model_id!r}; known ids: {known}; or any timm ViT/DeiT/BEiT/EVA name with an optional "
-        "pretrained tag (e.g. vit_small_patch16_224.dino)"
+        f"unknown model {model_id!r}; known ids: {known}; or any timm ViT/DeiT/BEiT/EVA name with an "
+        "optional pretrained tag (e.g. vit_small_patch16_224.dino)"
     )
 
 

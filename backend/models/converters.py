@@ -1,7 +1,7 @@
 """Original checkpoint formats -> timm state dicts (no head), and the strict load that validates them.
 
-One converter per format, following WEIGHTS.md sections 3 and 4. Every failure is a ``BadCheckpoint`` that says
-which keys were wrong and which layout the format expects.
+One converter per format, following WEIGHTS.md sections 3 and 4. Every failure is a ``BadCheckpoint`` that
+says which keys were wrong and which layout the format expects.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from backend.errors import BadCheckpoint
 StateDict = dict[str, Tensor]
 
 LAYOUTS = {
-    "timm": "a timm state dict with keys like 'blocks.0.attn.qkv.weight' (bare, or under 'state_dict' / 'model')",
+    "timm": "a timm state dict with keys like 'blocks.0.attn.qkv.weight' (bare, or under 'state_dict' or "
+    "'model')",
     "mocov3": "a MoCo v3 main_moco.py checkpoint {'state_dict': {'module.base_encoder.<timm key>', "
     "'module.momentum_encoder.*', 'module.predictor.*'}, 'epoch', 'arch', 'optimizer', ...}",
-    "simmim": "a SimMIM checkpoint {'model': {'encoder.<Beit key>', 'encoder.mask_token', 'decoder.0.*'}, ...}",
-    "mae": "an MAE checkpoint {'model': {<timm key>}} (encoder-only), or with 'mask_token' and 'decoder_*' (_full)",
-    "dino": "a DINO backbone file (bare timm state dict) or full checkpoint {'teacher': {'backbone.*', 'head.*'}, "
-    "'student', ...}",
+    "simmim": "a SimMIM checkpoint {'model': {'encoder.<Beit key>', 'encoder.mask_token', 'decoder.0.*'}, "
+    "...}",
+    "mae": "an MAE checkpoint {'model': {<timm key>}} (encoder-only), or with 'mask_token' and 'decoder_*' "
+    "(_full)",
+    "dino": "a DINO backbone file (bare timm state dict) or full checkpoint {'teacher': {'backbone.*', "
+    "'head.*'}, 'student', ...}",
     "ibot": "an iBOT backbone file {'state_dict': {<timm key>, optional 'masked_embed'}} or full checkpoint "
     "{'teacher': {'backbone.*', 'head.*'}, 'student', ...}",
 }
@@ -83,7 +86,8 @@ def convert_timm(raw: Any) -> StateDict:
 
 
 def convert_mocov3(raw: Any) -> StateDict:
-    """Online encoder ``module.base_encoder.*`` minus its projector ``head``; momentum encoder and predictor go."""
+    """Online encoder ``module.base_encoder.*`` minus its projector ``head``; momentum encoder and predictor
+    are dropped."""
     return _strip(_unwrap(raw, "state_dict", "mocov3"), "module.base_encoder.", "mocov3", drop=("head.",))
 
 
@@ -105,7 +109,7 @@ def _teacher_backbone(raw: Mapping[str, Any], fmt: str) -> StateDict:
 
 
 def convert_dino(raw: Any) -> StateDict:
-    """Bare backbone state dict, or a full checkpoint (take ``teacher``, strip ``backbone.``, drop ``head.*``)."""
+    """Bare backbone state dict, or a full checkpoint (``teacher``, strip ``backbone.``, drop ``head.*``)."""
     if isinstance(raw, Mapping) and "teacher" in raw:
         return _teacher_backbone(raw, "dino")
     return _state_dict(raw, "dino", "the checkpoint")
@@ -154,7 +158,7 @@ def read_checkpoint(path: Path, *, trusted: bool = False) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, KeyError, RuntimeError, EOFError, ... for bad files
+    except Exception as exc:  # bad files raise UnpicklingError, KeyError, RuntimeError, EOFError, ...
         unsafe = _unsafe_globals(path, exc)
         if not unsafe:
             raise BadCheckpoint(
@@ -199,15 +203,15 @@ def load_strict(model: nn.Module, sd: StateDict, fmt: str, arch: str) -> StateDi
     """
     try:
         sd = arch_filter(sd, model)
-    except Exception as exc:  # timm filters raise anything (KeyError, AttributeError, shape errors) on bad input
+    except Exception as exc:  # timm filters raise anything (KeyError, AttributeError, ...) on bad input
         raise _bad(fmt, f"timm's checkpoint filter for {arch} failed ({type(exc).__name__}: {exc})") from exc
     sd = {k: v for k, v in sd.items() if not k.startswith(HEAD_PREFIXES)}
     try:
         result = model.load_state_dict(sd, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even with strict=False
         raise BadCheckpoint(
-            f"checkpoint ({fmt}) does not fit {arch}: {' '.join(str(exc).split())} Check --arch and its kwargs "
-            "(embed dim, depth, patch size)"
+            f"checkpoint ({fmt}) does not fit {arch}: {' '.join(str(exc).split())} Check --arch and its "
+            "kwargs (embed dim, depth, patch size)"
         ) from exc
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:

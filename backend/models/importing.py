@@ -1,8 +1,8 @@
 """Import original checkpoints and register trained weights: safetensors + a JSON card in the models cache.
 
-Cards share one schema with the shipped demo models: id, family, arch, arch_kwargs, paper, license, description,
-weights (file name next to the card), plus provenance (``source`` for imports, ``training``/``probes`` for
-trained models).
+Cards share one schema with the shipped demo models: id, family, arch, arch_kwargs, paper, license,
+description, weights (file name next to the card), sha256, plus provenance (``source`` for imports,
+``training``/``probes`` for trained models).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(dest: Path, write: Callable[[Path], object]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)

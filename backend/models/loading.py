@@ -1,4 +1,4 @@
-"""Build a timm model for a spec and load its weights strictly, ready for capture (eval, unfused attention)."""
+"""Build a timm model for a spec and load its weights strictly, ready for capture (eval, unfused attn)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def prepare_for_capture(model: nn.Module) -> nn.Module:
     """Eval mode and the non-fused attention path: capture needs the attention probabilities."""
     for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = False
+            setattr(module, "fused_attn", False)  # noqa: B010 (a Final attribute for type checkers)
     return model.eval()
 
 

@@ -1,8 +1,9 @@
 """Where each model's weights live in the models cache, their digests, and downloads.
 
-Layout of ``models_cache/`` (see its README): ``hub/`` is the Hugging Face cache for timm tags, ``releases/`` holds
-original release files, ``imported/`` converted safetensors + cards. A built-in model whose weights were imported
-(``vitscope models import FILE --as <id>``) is read from ``imported/<id>.safetensors`` first.
+Layout of ``models_cache/`` (see its README): ``hub/`` is the Hugging Face cache for timm tags,
+``releases/`` holds original release files, ``imported/`` converted safetensors + cards. A built-in model
+whose weights were imported (``vitscope models import FILE --as <id>``) is read from
+``imported/<id>.safetensors`` first.
 
 Nothing here touches the network unless ``pull`` is called.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from backend.errors import BadRequest, WeightsUnavailable
-from backend.models.catalog import SIMMIM_FILE, ModelSpec, get_spec, imported_dir, models_cache_dir
+from backend.models.catalog import BUILTIN, SIMMIM_FILE, ModelSpec, get_spec, imported_dir, models_cache_dir
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # the order timm tries (WEIGHTS.md 5.2)
 
@@ -62,7 +63,8 @@ def expected_file(spec: ModelSpec) -> str:
     """The file a user should expect to see, for error messages."""
     if spec.source == "timm":
         repo, _ = _hub_repo(spec)
-        return str(hub_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / "<commit>" / _hub_files(spec)[0])
+        folder = hub_dir() / f"models--{repo.replace('/', '--')}"
+        return str(folder / "snapshots" / "<commit>" / _hub_files(spec)[0])
     if spec.source in ("url", "manual"):
         return str(release_file(spec))
     return spec.location
@@ -110,21 +112,21 @@ def unavailable(spec: ModelSpec, reason: str = "") -> WeightsUnavailable:
         head += f"; {reason}"
     if spec.source == "file":
         return WeightsUnavailable(
-            f"weights file {spec.location} of model '{spec.id}' is missing; restore it, or register the model "
-            "again with `vitscope models import FILE --format timm --arch ARCH --as NAME`"
+            f"weights file {spec.location} of model '{spec.id}' is missing; restore it, or register the "
+            "model again with `vitscope models import FILE --format timm --arch ARCH --as NAME`"
         )
     if spec.source == "manual":
         how = (
             f"download {Path(expected_file(spec)).name} by hand from {spec.location}, then run "
-            f"`vitscope models import FILE --format {spec.converter} --as {spec.id}` (add --trusted only if the "
-            f"file holds pickled objects you trust), or save it as {expected_file(spec)}"
+            f"`vitscope models import FILE --format {spec.converter} --as {spec.id}` (add --trusted only if "
+            f"the file holds pickled objects you trust), or save it as {expected_file(spec)}"
         )
     else:
         how = (
-            f"fetch them with `vitscope models pull {spec.id}` (needs internet), or copy a filled models_cache/ "
-            "here (VITSCOPE_MODELS_CACHE)"
+            f"fetch them with `vitscope models pull {spec.id}` (needs internet), or copy a filled "
+            "models_cache/ here (VITSCOPE_MODELS_CACHE)"
         )
-        if spec.source == "url":
+        if spec.id in BUILTIN:  # a copy fetched elsewhere can be imported under the catalogue id
             how += f", or run `vitscope models import FILE --format {spec.converter} --as {spec.id}`"
     return WeightsUnavailable(f"{head}. To get them: {how}")
 
@@ -161,8 +163,8 @@ def file_digest(path: Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- downloads
 def pull(model_id: str, progress: bool = True) -> Path:
-    """Download a model's weights into the models cache (hub cache_dir or release URL, with a tqdm progress bar);
-    a no-op when they are there. Returns the weights file."""
+    """Download a model's weights into the models cache (hub cache_dir or release URL, with a tqdm progress
+    bar); a no-op when they are there. Returns the weights file."""
     return pull_spec(get_spec(model_id), progress=progress)
 
 

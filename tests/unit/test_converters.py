@@ -1,7 +1,7 @@
-"""Original checkpoint formats -> import_checkpoint -> load_model, on tiny synthetic checkpoints (WEIGHTS.md 3/4).
+"""Original checkpoint formats -> import_checkpoint -> load_model, on tiny synthetic checkpoints.
 
-Each synthetic file has its format's exact key layout around the weights of a tiny timm model; the loaded model
-must hold exactly those weights.
+Each synthetic file has its format's exact key layout (WEIGHTS.md sections 3 and 4) around the weights of a
+tiny timm model; the loaded model must hold exactly those weights.
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ def teacher_student(enc: StateDict, loss_key: str) -> dict[str, Any]:
     if loss_key == "ibot_loss":
         student["module.backbone.masked_embed"] = torch.randn(1, dim)
     return {"student": student, "teacher": teacher, "optimizer": {"state": {}}, "epoch": 100,
-            "args": argparse.Namespace(arch="vit_small", patch_size=16), loss_key: {"center": torch.zeros(1, 16)},
-            "fp16_scaler": None}
+            "args": argparse.Namespace(arch="vit_small", patch_size=16),
+            loss_key: {"center": torch.zeros(1, 16)}, "fp16_scaler": None}
 
 
 # (case id, format, arch, builder of the file's object from the encoder weights, file suffix)
