@@ -115,15 +115,20 @@ class Trainer:
         )
         self.batch_size = min(cfg.batch_size, len(self.data))
         self.steps_per_epoch = max(1, len(self.data) // self.batch_size)  # drop the last partial batch
-        self.total_steps = max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.total_steps = 1
+        self.set_epochs(cfg.epochs)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.measured_ips: float | None = None
         self.wall_s = 0.0
         self._perm_epoch = -1
         self._perm: torch.Tensor | None = None
+
+    def set_epochs(self, epochs: float) -> None:
+        """Plan the schedule for this many epochs (capped by ``max_steps``); only before the first step."""
+        self.total_steps = max(1, math.ceil(epochs * self.steps_per_epoch))
+        if self.cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.cfg.max_steps)
 
     # -- schedule and data -------------------------------------------------------------------------
     @property
@@ -278,6 +283,7 @@ class Trainer:
         self._perm_epoch = -1
 
     def save_checkpoint(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(self.state_dict(), tmp)
         tmp.replace(path)  # never a half-written checkpoint
