@@ -107,6 +107,12 @@ def _atomic_write(dest: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def _save_safetensors(state_dict: dict[str, Tensor], dest: Path) -> None:
+    """Original dtypes; clones because safetensors refuses tensors that share storage."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
+    _atomic_write(dest, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+
+
 def _write_card(card: dict[str, Any], card_path: Path) -> None:
     _atomic_write(card_path, lambda p: p.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n"))
 
@@ -155,8 +161,7 @@ def import_checkpoint(
     state_dict = load_strict(build_model(arch, kwargs), convert(read_checkpoint(path, trusted=trusted), fmt),
                              fmt, arch)
     weights = imported_dir() / f"{name}.safetensors"
-    tensors: dict[str, Tensor] = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    _atomic_write(weights, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _save_safetensors(state_dict, weights)
     card = {
         "id": name,
         "family": family,
@@ -194,9 +199,12 @@ def register_trained(
         raise BadRequest(f"{name!r} is a built-in catalogue id; choose another name")
     folder = Path(dest) if dest is not None else imported_dir()
     _check_new_name(name, family, allow_demo=folder.resolve() == demo_models_dir().resolve())
-    load_strict(build_model(arch, arch_kwargs), convert_timm(read_checkpoint(weights)), "timm", arch)
+    model = build_model(arch, arch_kwargs)
+    state_dict = load_strict(model, convert_timm(read_checkpoint(weights)), "timm", arch)
     target = folder / f"{name}.safetensors"
-    if not (target.exists() and target.resolve() == weights.resolve()):
+    if weights.suffix != ".safetensors":  # a torch.save file: store what was validated, never a pickle
+        _save_safetensors(state_dict, target)
+    elif not (target.exists() and target.resolve() == weights.resolve()):
         _atomic_write(target, lambda p: shutil.copyfile(weights, p))
     full = {
         "paper": "",

@@ -20,6 +20,8 @@ import backend.cli
 from backend.errors import BadRequest, ModelNotFound, WeightsUnavailable
 from backend.models import (
     FAMILIES,
+    ModelSpec,
+    catalog,
     get_spec,
     import_checkpoint,
     list_specs,
@@ -203,6 +205,24 @@ def test_import_under_a_catalogue_id_makes_it_available(tmp_path: Path) -> None:
     assert loaded.data_config["mean"] == IN_MEAN
 
 
+def test_release_file_in_the_cache_is_converted_at_load(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A url-source model whose original file sits in models_cache/releases (as `pull` leaves it)."""
+    spec = ModelSpec("tiny-ibot", "hybrid", "iBOT", VIT, dict(TINY), "url",
+                     "https://example.invalid/ibot/tiny_teacher.pth", "ibot", "apache-2.0")
+    monkeypatch.setitem(catalog.BUILTIN, spec.id, spec)
+    assert not weights_available(spec)
+    enc = tiny_weights(3)
+    release = cache / "releases" / "tiny_teacher.pth"
+    release.parent.mkdir(parents=True)
+    torch.save({"state_dict": enc | {"masked_embed": torch.zeros(1, 32)}}, release)
+    assert weights_available(get_spec("tiny-ibot"))
+    loaded = load_model("tiny-ibot", device="cpu")
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in enc.items())
+    assert loaded.weights_digest == hashlib.sha256(release.read_bytes()).hexdigest()
+
+
 def test_weights_digest_is_cached_next_to_the_file(tmp_path: Path) -> None:
     torch.save(tiny_weights(), tmp_path / "dino.pth")
     spec = import_checkpoint(tmp_path / "dino.pth", "dino", VIT, "my-dino", "cl", arch_kwargs=TINY)
@@ -244,6 +264,10 @@ def test_demo_models_are_listed_and_load_offline(tmp_path: Path) -> None:
 def test_register_trained(tmp_path: Path) -> None:
     weights = tiny_weights(2)
     save_file(weights, str(tmp_path / "out.safetensors"))
+    torch.save(weights, tmp_path / "out.pth")  # a torch.save file is stored as safetensors, not copied
+    spec_pth = register_trained(tmp_path / "out.pth", VIT, TINY, "trained-pth", "cl", {})
+    assert Path(spec_pth.location).suffix == ".safetensors"
+    assert torch.equal(load_model("trained-pth").model.state_dict()["cls_token"], weights["cls_token"])
     card = {"description": "hybrid lambda 0.5", "training": {"lambda": 0.5}, "probes": {"knn": 0.2}}
     spec = register_trained(tmp_path / "out.safetensors", VIT, TINY, "trained-a", "hybrid", card)
     assert Path(spec.location).parent == imported_dir()
