@@ -26,6 +26,8 @@ def aggregate_metrics(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _merge(nodes: list[Any]) -> Any:
     first = nodes[0]
+    if all(n == first for n in nodes[1:]):
+        return first  # the same everywhere (and exact: no float round trip); e.g. preprocessing
     if isinstance(first, dict) and all(isinstance(n, dict) for n in nodes):
         keys = list(first)
         out: dict[str, Any] = {}
@@ -38,8 +40,6 @@ def _merge(nodes: list[Any]) -> Any:
             else:
                 out[key] = _merge(values)
         return out
-    if all(n == first for n in nodes[1:]):
-        return first  # the same everywhere (and exact: no float round trip)
     if isinstance(first, bool | str | int) or first is None or key_is_axis(first):
         return first
     stacked = _stack(nodes)

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Format = Literal["json", "png", "npy"]
-State = Literal["out", "attn"]
-Method = Literal["pca", "tsne"]
 
 
 class NotFound(VitscopeError):
@@ -254,7 +251,8 @@ class AnalysisService:
             return info
         return await self.flight.run(("model-info", model_id), lambda: self._load_info(model_id))
 
-    async def _load_info(self, model_id: str) -> ModelInfo:
+    async def spec(self, model_id: str) -> Any:
+        """The catalogue entry (``ModelSpec``) of a model id, or ``ModelNotFound``."""
         from backend.models import get_spec
         from backend.models.catalog import check_name
 
@@ -265,11 +263,18 @@ class AnalysisService:
                 f"unknown model {model_id!r}: model ids are 1-80 lowercase letters, digits, '.', '_' or '-'; "
                 "GET /api/v1/models lists them"
             ) from None
-        await asyncio.to_thread(get_spec, model_id)  # ModelNotFound before touching the runner
+        return await asyncio.to_thread(get_spec, model_id)
+
+    async def _load_info(self, model_id: str) -> ModelInfo:
+        await self.spec(model_id)  # ModelNotFound before touching the runner
         runner = self.pool.pick(model_id)
         info = await runner.with_model(model_id, model_info_of)
         self._infos[model_id] = info
         return info
+
+    @property
+    def default_model(self) -> str:
+        return self.settings.default_models[0] if self.settings.default_models else "random-vit-s16"
 
     def known_info(self, model_id: str) -> ModelInfo | None:
         return self._infos.get(model_id)
@@ -421,7 +426,7 @@ class AnalysisService:
         head: str,
         query: str,
         rollout: bool = False,
-        fmt: Format = "json",
+        fmt: str = "json",
     ) -> View:
         hot_key = ("attention", image_id, model_id, layer, head, query, rollout, fmt)
         info = self._infos.get(model_id)
@@ -471,7 +476,7 @@ class AnalysisService:
         head: str,
         query: int | None,
         rollout: bool,
-        fmt: Format,
+        fmt: str,
     ) -> View:
         single = head != "all" or rollout
         if fmt == "npy":
@@ -509,9 +514,7 @@ class AnalysisService:
 
         return await asyncio.to_thread(draw)
 
-    async def spectrum(
-        self, image_id: str, model_id: str, state: State, depth: int, fmt: Format = "json"
-    ) -> View:
+    async def spectrum(self, image_id: str, model_id: str, state: str, depth: int, fmt: str = "json") -> View:
         await self.image_meta(image_id)
         info = await self.model_info(model_id)
         if state not in ("out", "attn"):
@@ -683,7 +686,7 @@ class AnalysisService:
         )
         return await self._wait(job)
 
-    async def embeddings(self, set_id: str, model_id: str, layer: int, method: Method) -> View | Job:
+    async def embeddings(self, set_id: str, model_id: str, layer: int, method: str) -> View | Job:
         members = await self.set_members(set_id)
         info = await self.model_info(model_id)
         if not 0 <= layer <= info.layers:
@@ -770,9 +773,9 @@ class AnalysisService:
     # -- model downloads -------------------------------------------------------------------------------------
     async def pull(self, model_id: str) -> Job | None:
         """None when the weights are already there; else a download job (downloads must be allowed)."""
-        from backend.models import get_spec, pull, weights_available
+        from backend.models import pull, weights_available
 
-        spec = await asyncio.to_thread(get_spec, model_id)
+        spec = await self.spec(model_id)
         if await asyncio.to_thread(weights_available, spec):
             return None
         if not self.settings.allow_downloads:

@@ -10,6 +10,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from starlette.responses import Response
+
 
 @dataclass(frozen=True, slots=True)
 class View:
@@ -17,6 +19,9 @@ class View:
 
     body: bytes
     media_type: str
+
+    def as_response(self, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return Response(self.body, status_code=status, media_type=self.media_type, headers=headers)
 
 
 class HotCache:

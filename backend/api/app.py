@@ -1,0 +1,172 @@
+"""``create_app``: the FastAPI service at ``/api/v1`` (OpenAPI at ``/docs``), the Dash UI at ``/``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+
+from backend import __version__
+from backend.api import errors
+from backend.api.metrics import ApiMetrics
+from backend.api.middleware import API_PREFIX, OPEN_PATHS, BearerAuth, BodyLimit, Observe
+from backend.api.routes import api_router
+from backend.cache import Store, make_store
+from backend.config import Settings, get_settings
+from backend.errors import VitscopeError
+from backend.runner import Loader, Runner, RunnerPool, resolve_devices
+from backend.service.analysis import AnalysisService, NotFound
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+What do self-supervised Vision Transformers learn? Upload images and compare how contrastive (CL), masked
+image modeling (MIM), hybrid and supervised ViTs attend and which frequencies they use, layer by layer
+(Park et al., ICLR 2023; the analyses are defined in ANALYSES.md).
+
+* One forward pass per (image, model) captures every layer; results are cached by content address
+  (image sha256, model, weights digest, preprocessing, analysis version).
+* Every error is `{"error": {"code", "message"}}`; the message says what was wrong and what is allowed.
+* With `VITSCOPE_API_TOKEN` set, every route but `/api/v1/health` needs `Authorization: Bearer <token>`.
+"""
+
+TAGS = [
+    {"name": "health", "description": "Liveness, readiness, Prometheus metrics"},
+    {"name": "models", "description": "The model catalogue and weight downloads"},
+    {"name": "images", "description": "Uploads and per-image analyses (A1-A4)"},
+    {"name": "sets", "description": "Image sets: set metrics and token embeddings (A5)"},
+    {"name": "jobs", "description": "Long work with progress"},
+]
+
+
+def build_service(
+    settings: Settings, metrics: ApiMetrics, store: Store | None, loader: Loader | None
+) -> AnalysisService:
+    runners = [
+        Runner(
+            device,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_s,
+            queue_size=settings.queue_size,
+            model_memory_bytes=settings.model_memory_bytes,
+            loader=loader,
+            observer=metrics.batch_observer(device),
+        )
+        for device in resolve_devices(settings.device)
+    ]
+    store = store or make_store(settings.redis_url, settings.cache_memory_bytes)
+    return AnalysisService(settings, store, RunnerPool(runners))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    loader: Loader | None = None,
+    ui: bool | None = None,
+    api_url: str | None = None,
+) -> FastAPI:
+    """The service. ``store`` and ``loader`` replace the configured ones (tests); ``ui`` overrides
+    ``settings.ui``; ``api_url`` is where the mounted UI reaches this API (default ``http://127.0.0.1:PORT``)."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics()
+    service = build_service(settings, metrics, store, loader)
+    metrics.attach(service)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="vitscope",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = metrics
+    errors.install(app)
+    app.include_router(api_router)
+
+    @app.api_route(
+        f"{API_PREFIX}/{{path:path}}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
+    async def unknown_route(path: str) -> None:
+        raise NotFound(f"no route /api/v1/{path}; see /docs for the routes under /api/v1")
+
+    _install_openapi(app)
+    # Middleware: the last added runs first. Order of a request: Observe -> CORS -> auth -> body limit -> app.
+    limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
+    app.add_middleware(BodyLimit, default_limit=1024 * 1024, limits={f"{API_PREFIX}/images": limit})
+    if settings.token:
+        app.add_middleware(BearerAuth, token=settings.token)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Location", "Retry-After"],
+        )
+    app.add_middleware(Observe, metrics=metrics)
+
+    if settings.ui if ui is None else ui:
+        _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}")
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes, tags=TAGS
+        )
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Only when the server sets VITSCOPE_API_TOKEN",
+        }
+        for path, item in schema.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                continue
+            for op in item.values():
+                op["security"] = [{"bearer": []}, {}]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _mount_ui(app: FastAPI, api_url: str) -> None:
+    """The Dash UI (a WSGI app) at ``/`` of this process; the API keeps working when the UI cannot load."""
+    try:
+        from app.main import create_dash_app  # type: ignore[import-not-found,unused-ignore]
+
+        dash_app = create_dash_app(api_url, requests_pathname_prefix="/")
+    except (ImportError, VitscopeError, RuntimeError, ValueError, AttributeError, TypeError) as exc:
+        log.warning("the Dash UI is not mounted (%s: %s); the API works on its own", type(exc).__name__, exc)
+        return
+    try:
+        from a2wsgi import WSGIMiddleware  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from starlette.middleware.wsgi import WSGIMiddleware
+    app.mount("/", WSGIMiddleware(dash_app.server))  # type: ignore[arg-type,unused-ignore]

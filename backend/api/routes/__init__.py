@@ -1,0 +1,11 @@
+"""One module per resource; ``api_router`` gathers them under ``/api/v1``."""
+
+from fastapi import APIRouter
+
+from backend.api.routes import health, images, jobs, models, sets
+
+api_router = APIRouter(prefix="/api/v1")
+for module in (health, models, images, sets, jobs):
+    api_router.include_router(module.router)
+
+__all__ = ["api_router"]

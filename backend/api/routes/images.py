@@ -1,0 +1,151 @@
+"""Uploads and the per-image analyses: metrics, attention maps, spectra."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+from starlette.responses import Response
+
+from backend.api.deps import Format, ImageId, ModelParam, ServiceDep
+from backend.api.schemas import AttentionOut, ImageOut, SpectrumOut, errors
+from backend.service import render
+from backend.service.analysis import PayloadTooLarge
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_MAP_CONTENT = {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ImageOut,
+    responses=errors(400, 413, 422),
+    summary="Upload an image (multipart field `file`)",
+)
+async def upload_image(
+    service: ServiceDep,
+    file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF")],
+) -> Response:
+    """Decoded with a format allow-list, a pixel cap, EXIF orientation and explicit conversion to RGB.
+
+    The id is the sha256 of the exact bytes: uploading the same bytes again gives the same id. The body is
+    refused with 413 as soon as it passes ``VITSCOPE_MAX_UPLOAD_BYTES`` while it streams.
+    """
+    limit = service.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    await file.close()
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the upload is over {limit:,} bytes; at most {limit:,} bytes are allowed")
+    image_id, meta = await service.upload(data)
+    body = {
+        "id": image_id,
+        "width": meta.width,
+        "height": meta.height,
+        "format": meta.format,
+        "animated": meta.animated,
+        "bytes": meta.bytes,
+    }
+    return render.json_object_view(body).as_response(201, {"Location": f"/api/v1/images/{image_id}"})
+
+
+@router.get(
+    "/{image_id}",
+    responses={
+        200: {
+            "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The bytes",
+        },
+        **errors(404, 422),
+    },
+    response_class=Response,
+    summary="The uploaded image, byte for byte",
+)
+async def get_image(service: ServiceDep, image_id: ImageId) -> Response:
+    data, meta = await service.image_bytes(image_id)
+    return Response(data, media_type=meta.media_type, headers=_IMMUTABLE)
+
+
+@router.get(
+    "/{image_id}/metrics",
+    responses=errors(400, 404, 409, 422, 503, 504),
+    summary="The per-model metrics.json object of one image",
+)
+async def image_metrics(service: ServiceDep, image_id: ImageId, model: ModelParam = None) -> Response:
+    """Exactly the object ``vitscope analyze`` writes as ``metrics.json`` for one image: mean attention
+    distance (A2), NMI (A3), attention entropy, relative log amplitude (A4) and movement coherence (A6)
+    per layer, with per-head values."""
+    view = await service.metrics(image_id, model or service.default_model)
+    return view.as_response()
+
+
+@router.get(
+    "/{image_id}/attention",
+    response_model=AttentionOut,
+    responses={200: {"content": _MAP_CONTENT}, **errors(400, 404, 409, 422, 503, 504)},
+    summary="Attention map of one query (A1), per head, mean, all heads, or rollout",
+)
+async def attention(
+    service: ServiceDep,
+    image_id: ImageId,
+    model: ModelParam = None,
+    layer: Annotated[int, Query(ge=1, le=1024, description="1-based block")] = 1,
+    head: Annotated[
+        str, Query(pattern=r"^(\d{1,4}|mean|all)$", description="Head index (0-based), 'mean' or 'all'")
+    ] = "mean",
+    query: Annotated[
+        str, Query(pattern=r"^(\d{1,6}|cls)$", description="Row-major patch index (0-based) or 'cls'")
+    ] = "cls",
+    rollout: Annotated[
+        bool, Query(description="Attention rollout through this block (heads fused by mean)")
+    ] = False,
+    format: Format = "json",
+) -> Response:
+    """The query's row of the attention probabilities over the patch tokens, prefix dropped and renormalized
+    to sum 1 (ANALYSES.md A1), as an ``H x W`` map. ``format=png`` draws it over the image as the model sees
+    it (resized, centre-cropped), the query patch outlined; ``format=npy`` gives the float32 array."""
+    view = await service.attention(
+        image_id,
+        model or service.default_model,
+        layer,
+        head,
+        query,
+        rollout,
+        format,
+    )
+    return view.as_response()
+
+
+@router.get(
+    "/{image_id}/spectrum",
+    response_model=SpectrumOut,
+    responses={200: {"content": _MAP_CONTENT}, **errors(400, 404, 409, 422, 503, 504)},
+    summary="2D shifted log-amplitude spectrum of the tokens at one depth (A4)",
+)
+async def spectrum(
+    service: ServiceDep,
+    image_id: ImageId,
+    model: ModelParam = None,
+    state: Annotated[
+        str, Query(pattern="^(out|attn)$", description="'out': block output; 'attn': after attention")
+    ] = "out",
+    depth: Annotated[
+        int, Query(ge=0, le=1024, description="0..L for out (0 = embedding), 1..L for attn")
+    ] = 0,
+    format: Format = "json",
+) -> Response:
+    """``log(|fft2| + 1e-6)`` of the patch tokens, averaged over channels, zero frequency at the centre
+    (ANALYSES.md A4 step 5), with the half-diagonal ``delta`` and the paper's scalar."""
+    view = await service.spectrum(
+        image_id,
+        model or service.default_model,
+        state,
+        depth,
+        format,
+    )
+    return view.as_response()

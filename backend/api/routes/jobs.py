@@ -1,0 +1,34 @@
+"""Long work with progress."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from backend.api.deps import ServiceDep
+from backend.api.schemas import JobList, JobOut, errors
+from backend.service import render
+from backend.service.analysis import NotFound
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("", response_model=JobList, summary="Recent jobs, newest first")
+async def list_jobs(service: ServiceDep) -> Response:
+    return render.json_object_view({"jobs": [j.as_dict() for j in service.jobs.list()]}).as_response()
+
+
+@router.get(
+    "/{job_id}", response_model=JobOut, responses=errors(404, 422), summary="One job's status and progress"
+)
+async def get_job(
+    service: ServiceDep, job_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Job id")]
+) -> Response:
+    """``status``: queued | running | succeeded | failed; ``progress`` 0..1; ``result_url`` once it succeeded;
+    ``error`` ``{code, message}`` when it failed."""
+    job = service.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}; jobs are kept for the last {service.jobs.history} only")
+    return render.json_object_view(job.as_dict()).as_response()
