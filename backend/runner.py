@@ -296,14 +296,20 @@ class Runner:
                 return await req.future
             return await asyncio.wait_for(asyncio.shield(req.future), timeout)
         except TimeoutError:
-            req.future.cancel()
+            self._discard(req)
             raise RequestTimeout(
                 f"the analysis did not finish within {timeout:g} s (request_timeout_s); the device is busy, "
                 "retry later"
             ) from None
         except asyncio.CancelledError:
-            req.future.cancel()
+            self._discard(req)
             raise
+
+    def _discard(self, req: _Request[Any]) -> None:
+        """A caller gave up: drop its request so it neither runs nor holds a place in the queue."""
+        req.future.cancel()
+        with suppress(ValueError):
+            self._waiting.remove(req)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on this runner's worker thread (between batches)."""
