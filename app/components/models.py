@@ -66,9 +66,9 @@ def _reason(model: dict[str, Any]) -> tuple[str, str]:
             command = model[key]
             break
     if not reason:
-        reason = "its weights are not in models_cache"
+        reason = "its weights are not on this server (models_cache)"
     if not command:
-        command = f"vitscope models fetch {model['id']}"
+        command = f"vitscope models pull {model['id']}"
     return reason, command
 
 
@@ -99,7 +99,12 @@ def option(model: dict[str, Any]) -> dict[str, Any]:
                 className="model-reason",
             )
         )
-    return {"label": html.Span(parts, className="model-label"), "value": mid, "disabled": not available}
+    title = str(model.get("description") or "")
+    return {
+        "label": html.Span(parts, className="model-label", title=title),
+        "value": mid,
+        "disabled": not available,
+    }
 
 
 def register(app: Dash, ctx_: AppContext) -> None:

@@ -55,7 +55,8 @@ class Browser:
         options.add_argument(f"--user-data-dir={self.profile}")
         if download_dir is not None:
             options.add_experimental_option(
-                "prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False}
+                "prefs",
+                {"download.default_directory": str(download_dir), "download.prompt_for_download": False},
             )
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)

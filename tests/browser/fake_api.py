@@ -63,7 +63,7 @@ MODELS: list[dict[str, Any]] = [
         "layers": 12,
         "heads": 12,
         "unavailable_reason": "weights not in models_cache/mocov3-vit-b16.pth.tar",
-        "fetch_command": "vitscope models fetch mocov3-vit-b16",
+        "fetch_command": "vitscope models pull mocov3-vit-b16",
     },
 ]
 GRID = (14, 14)
