@@ -13,15 +13,7 @@ import torch
 from torch import Tensor
 
 from backend.analysis._common import AnalysisArgumentError, as_float, check_tokens
-from backend.analysis.attention import (
-    DISTANCE_EPS,
-    NMI_EPS,
-    _distance,
-    _mean_row_entropy,
-    _nmi,
-    patch_attention,
-    pixel_distances,
-)
+from backend.analysis.attention import attention_metrics, pixel_distances
 from backend.analysis.spectrum import high_frequency_delta
 from backend.analysis.tokens import movement_coherence
 
@@ -106,12 +98,12 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
     distance, nmi, entropy = [], [], []
     dist_px: Tensor | None = None
     for attn in trace.attentions:
-        a = patch_attention(attn, prefix, DISTANCE_EPS)
         if dist_px is None:
-            dist_px = pixel_distances(grid, trace.patch_size, a.device, a.dtype)
-        distance.append(_distance(a, dist_px))
-        entropy.append(_mean_row_entropy(a))  # ENTROPY_EPS == DISTANCE_EPS: one renormalized copy serves both
-        nmi.append(_nmi(patch_attention(attn, prefix, NMI_EPS)))
+            dist_px = pixel_distances(grid, trace.patch_size, attn.device, as_float(attn).dtype)
+        layer = attention_metrics(attn, grid, trace.patch_size, prefix, dist_px)
+        distance.append(layer.distance)
+        nmi.append(layer.nmi)
+        entropy.append(layer.entropy)
 
     hf_out = torch.stack([high_frequency_delta(z, grid, prefix) for z in trace.x_out])  # (L + 1, B)
     hf_attn = torch.stack([high_frequency_delta(z, grid, prefix) for z in trace.x_attn])  # (L, B)

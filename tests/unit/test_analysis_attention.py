@@ -11,6 +11,7 @@ import torch
 from backend.analysis import (
     AnalysisArgumentError,
     attention_entropy,
+    attention_metrics,
     attention_nmi,
     attention_rollout,
     head_mean,
@@ -145,6 +146,26 @@ def test_distance_uses_row_major_grid() -> None:
     d = mean_attention_distance(with_prefix(patch[None, None], 5), (h, w), p, num_prefix=5).item()
     expected = np.mean([p * math.hypot(r - 2, c - 4) for r in range(h) for c in range(w)])
     assert d == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("grid", "num_prefix"), [((14, 14), 1), ((3, 5), 5), ((4, 2), 0)])
+def test_attention_metrics_equals_the_reference_functions(grid: tuple[int, int], num_prefix: int) -> None:
+    """The one-sweep path of compute_metrics against the three straightforward functions, including a row with
+    no mass on patches (all on the prefix) and rows with exact zeros."""
+    h, w = grid
+    n = num_prefix + h * w
+    g = torch.Generator().manual_seed(5)
+    attn = torch.softmax(4 * torch.randn(2, 3, n, n, generator=g), -1)
+    attn[0, 0, -1] = torch.eye(n)[0] if num_prefix else torch.eye(n)[1]  # all on CLS (or one-hot)
+    attn[1, 2, num_prefix:, num_prefix:] = torch.eye(h * w)  # identity on patches, zeros elsewhere
+    for dtype in (torch.float32, torch.float16):
+        a = attn.to(dtype)
+        m = attention_metrics(a, grid, 16, num_prefix)
+        torch.testing.assert_close(
+            m.distance, mean_attention_distance(a, grid, 16, num_prefix), rtol=1e-4, atol=1e-4
+        )
+        torch.testing.assert_close(m.nmi, attention_nmi(a, num_prefix), rtol=0, atol=1e-5)
+        torch.testing.assert_close(m.entropy, attention_entropy(a, num_prefix), rtol=0, atol=1e-5)
 
 
 def test_pixel_distances() -> None:

@@ -127,3 +127,16 @@ def test_bad_shapes() -> None:
         log_amplitude_spectrum(torch.zeros(1, 10, 4), (3, 3), 0)
     with pytest.raises(ValueError):
         half_diagonal_delta(torch.zeros(1, 1, 5))
+
+
+@pytest.mark.parametrize(("grid", "num_prefix"), [((6, 10), 5), ((7, 7), 1), ((2, 3), 0)])
+def test_high_frequency_delta_equals_the_fft_map(grid: tuple[int, int], num_prefix: int) -> None:
+    """The two-coefficient path against the full FFT map (random tokens plus a wave at the last bin)."""
+    h, w = grid
+    g = torch.Generator().manual_seed(3)
+    m = min(h, w) // 2 - 1
+    values = torch.randn(3, h, w, 16, generator=g, dtype=torch.float64) + diagonal_wave(h, w, m, 16, 5.0)
+    z = tokens(values, num_prefix)
+    expected = half_diagonal_delta(log_amplitude_spectrum(z, grid, num_prefix))[:, -1]
+    torch.testing.assert_close(high_frequency_delta(z, grid, num_prefix), expected)
+    torch.testing.assert_close(high_frequency_delta(z.float(), grid, num_prefix), expected.float())
