@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import Match
 
 from backend import __version__
 from backend.api import errors
@@ -21,7 +22,7 @@ from backend.cache import Store, make_store
 from backend.config import Settings, get_settings
 from backend.errors import VitscopeError
 from backend.runner import Loader, Runner, RunnerPool, resolve_devices
-from backend.service.analysis import AnalysisService, NotFound
+from backend.service.analysis import AnalysisService, MethodNotAllowed, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ def create_app(
         methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
         include_in_schema=False,
     )
-    async def unknown_route(path: str) -> None:
+    async def unknown_route(request: Request, path: str) -> None:
+        others = [r for r in app.router.routes if getattr(r, "endpoint", None) is not unknown_route]
+        if any(r.matches(request.scope)[0] == Match.PARTIAL for r in others):
+            raise MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
         raise NotFound(f"no route /api/v1/{path}; see /docs for the routes under /api/v1")
 
     _install_openapi(app)

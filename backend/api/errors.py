@@ -24,7 +24,7 @@ from backend.errors import (
     WeightsUnavailable,
 )
 from backend.runner import QueueFull, RequestTimeout, RunnerError, RunnerStopped
-from backend.service.analysis import DownloadsDisabled, NotFound, PayloadTooLarge
+from backend.service.analysis import DownloadsDisabled, MethodNotAllowed, NotFound, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ STATUS: list[tuple[type[VitscopeError], int]] = [
     (WeightsUnavailable, 409),
     (BadCheckpoint, 409),
     (PayloadTooLarge, 413),
+    (MethodNotAllowed, 405),
     (DownloadsDisabled, 403),
     (BadImage, 400),
     (BadRequest, 400),

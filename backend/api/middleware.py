@@ -92,8 +92,11 @@ class BodyLimit:
 
 
 def _too_large_message(limit: int, length: int | None) -> str:
-    size = f"{length:,} bytes" if length is not None and length >= 0 else "more bytes than allowed"
-    return f"the request body is {size}; at most {limit:,} bytes are allowed here"
+    if length is None or length < 0:
+        return (
+            f"the request body passed {limit:,} bytes while it streamed; at most {limit:,} bytes are allowed"
+        )
+    return f"the request body is {length:,} bytes; at most {limit:,} bytes are allowed here"
 
 
 def _too_large(limit: int, length: int):  # noqa: ANN202 - a Response

@@ -45,9 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 class NotFound(VitscopeError):
     code = "not_found"
+
+
+class MethodNotAllowed(VitscopeError):
+    code = "method_not_allowed"
 
 
 class PayloadTooLarge(VitscopeError):
