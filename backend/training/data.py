@@ -106,13 +106,13 @@ def _iter_folder(root: Path) -> Iterator[tuple[str, str, bytes]]:
 
 
 def _decode(raw: bytes, size: int) -> np.ndarray:
-    with Image.open(io.BytesIO(raw)) as im:
-        im = im.convert("RGB")
+    with Image.open(io.BytesIO(raw)) as f:
+        im: Image.Image = f.convert("RGB")
         if im.size != (size, size):
             # Shorter side to `size`, centre crop (the usual eval transform).
             w, h = im.size
             s = size / min(w, h)
-            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BILINEAR)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             im = im.crop((left, top, left + size, top + size))

@@ -120,7 +120,7 @@ class SelfSupervised(nn.Module):
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: enc.ViT,
         lam: float,
         cfg: ObjectiveConfig | None = None,
         mean: Sequence[float] = enc.DEFAULT_MEAN,
@@ -237,7 +237,8 @@ class SelfSupervised(nn.Module):
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
         """No weight decay on biases, norms, position embeddings and special tokens."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue

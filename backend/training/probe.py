@@ -42,7 +42,7 @@ class Preprocess:
 
 
 @torch.no_grad()
-def layer_features(model: nn.Module, pixels: Tensor) -> Tensor:
+def layer_features(model: Any, pixels: Tensor) -> Tensor:
     """(L + 1, B, C): mean of patch tokens of x_out[0..L], from one forward pass (hooks on the blocks)."""
     blocks = list(model.blocks)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
