@@ -11,6 +11,7 @@ from backend.analysis.attention import (
     attention_nmi,
     attention_rollout,
     head_mean,
+    layers_attention_metrics,
     mean_attention_distance,
     patch_attention,
     pixel_distances,
@@ -23,10 +24,12 @@ from backend.analysis.spectrum import (
     half_diagonal_delta,
     half_diagonal_frequencies,
     high_frequency_delta,
+    high_frequency_deltas,
     log_amplitude_spectrum,
 )
 from backend.analysis.summary import compute_metrics, layer_summary
 from backend.analysis.tokens import (
+    layers_movement_coherence,
     movement_coherence,
     movement_projection,
     pca_2d,
@@ -50,7 +53,10 @@ __all__ = [
     "half_diagonal_frequencies",
     "head_mean",
     "high_frequency_delta",
+    "high_frequency_deltas",
     "layer_summary",
+    "layers_attention_metrics",
+    "layers_movement_coherence",
     "log_amplitude_spectrum",
     "mean_attention_distance",
     "movement_coherence",

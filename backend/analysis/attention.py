@@ -152,6 +152,47 @@ class AttentionMetrics(NamedTuple):
     entropy: Tensor  # nats
 
 
+class _RowStats(NamedTuple):
+    """The ``O(Np^2)`` part of one layer's metrics; what follows is ``O(Np)`` (see attention_metrics)."""
+
+    mass: Tensor  # (..., Q): S_q = sum_k A[q, k]
+    weighted: Tensor  # (..., Q): sum_k A[q, k] D[q, k]
+    x_log_x: Tensor  # (..., Q): sum_k X log X, X = A + 1e-8
+    col: Tensor  # (..., K): sum_q X[q, k] / s_q
+
+
+def _row_stats(a: Tensor, dist: Tensor) -> _RowStats:
+    q = a.shape[-1]
+    mass = a.sum(-1)
+    # A2 from A itself, so that a row with no patch mass gets exactly the uniform row's distance
+    weighted = torch.einsum("...qk,qk->...q", a, dist)
+    x = a + NMI_EPS
+    inv_s = 1.0 / (mass + q * NMI_EPS)
+    x_log_x = torch.linalg.vecdot(x, x.log())
+    col = (inv_s.unsqueeze(-2) @ x).squeeze(-2)
+    return _RowStats(mass, weighted, x_log_x, col)
+
+
+def _metrics_from_stats(stats: _RowStats, dist: Tensor) -> AttentionMetrics:
+    """Finish attention_metrics from the row statistics; works on statistics of several layers stacked."""
+    q = stats.mass.shape[-1]
+    distance = (stats.weighted + DISTANCE_EPS * dist.sum(-1)) / (stats.mass + q * DISTANCE_EPS)
+    inv_s = 1.0 / (stats.mass + q * NMI_EPS)
+    entropy = -(stats.x_log_x * inv_s + inv_s.log()).mean(-1)  # log s_q = -log(1 / s_q)
+    p_k = stats.col / q
+    h_k = -torch.special.xlogy(p_k, p_k).sum(-1)
+    nmi = (h_k - entropy) / torch.sqrt(math.log(q) * h_k)
+    return AttentionMetrics(distance.mean(-1), nmi, entropy)
+
+
+def _patch_block(attn: Tensor, grid: tuple[int, int], num_prefix: int) -> Tensor:
+    check_tokens(_check_attention(attn), grid, num_prefix)
+    a = as_float(attn)[..., num_prefix:, num_prefix:]
+    if a.shape[-1] < 2:
+        raise AnalysisArgumentError(f"NMI needs at least 2 patch tokens, got {a.shape[-1]}")
+    return a
+
+
 def attention_metrics(
     attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix: int, dist: Tensor | None = None
 ) -> AttentionMetrics:
@@ -164,29 +205,28 @@ def attention_metrics(
     ``p(k) = mean_q X[q, k] / s_q``; A2's row is ``(A[q] + 1e-32) / (S_q + Np * 1e-32)``.
     ``dist`` is ``pixel_distances(grid, patch_size)``, to reuse across layers.
     """
-    n = _check_attention(attn)
-    check_tokens(n, grid, num_prefix)
-    a = as_float(attn)[..., num_prefix:, num_prefix:]
-    q = a.shape[-1]
-    if q < 2:
-        raise AnalysisArgumentError(f"NMI needs at least 2 patch tokens, got {q}")
+    a = _patch_block(attn, grid, num_prefix)
     if dist is None:
         dist = pixel_distances(grid, patch_size, a.device, a.dtype)
     dist = dist.to(a.dtype)
-    mass = a.sum(-1)  # S_q
+    return _metrics_from_stats(_row_stats(a, dist), dist)
 
-    # A2 from A itself, so that a row with no patch mass gets exactly the uniform row's distance
-    weighted = torch.einsum("...qk,qk->...q", a, dist)
-    distance = ((weighted + DISTANCE_EPS * dist.sum(-1)) / (mass + q * DISTANCE_EPS)).mean(-1)
 
-    x = a + NMI_EPS
-    inv_s = 1.0 / (mass + q * NMI_EPS)
-    x_log_x = torch.linalg.vecdot(x, x.log())  # (..., Q): sum_k X log X
-    entropy = -(x_log_x * inv_s + inv_s.log()).mean(-1)  # log s_q = -log(1 / s_q)
-    p_k = (inv_s.unsqueeze(-2) @ x).squeeze(-2) / q
-    h_k = -torch.special.xlogy(p_k, p_k).sum(-1)
-    nmi = (h_k - entropy) / torch.sqrt(math.log(q) * h_k)
-    return AttentionMetrics(distance, nmi, entropy)
+def layers_attention_metrics(
+    attentions: Sequence[Tensor], grid: tuple[int, int], patch_size: int, num_prefix: int
+) -> AttentionMetrics:
+    """``attention_metrics`` of every layer, stacked: ``L x (B, heads, N, N)`` -> three ``(L, B, heads)``.
+
+    Only the ``O(Np^2)`` sweep runs per layer; the rest runs once on the stacked row statistics, which keeps
+    the number of kernel launches (what bounds this on a GPU) low without stacking the attention maps.
+    """
+    if not attentions:
+        raise AnalysisArgumentError("layers_attention_metrics needs at least one layer")
+    blocks = [_patch_block(attn, grid, num_prefix) for attn in attentions]
+    dist = pixel_distances(grid, patch_size, blocks[0].device, blocks[0].dtype)
+    per_layer = [_row_stats(a, dist.to(a.dtype)) for a in blocks]
+    stacked = _RowStats(*(torch.stack(parts) for parts in zip(*per_layer, strict=True)))
+    return _metrics_from_stats(stacked, dist.to(stacked.mass.dtype))
 
 
 HeadFusion = Literal["mean", "max", "min"]

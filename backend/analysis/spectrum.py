@@ -7,6 +7,7 @@ at row ``t // W``, column ``t % W``. Work stays on the input's device; float16 i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -24,8 +25,9 @@ def log_amplitude_spectrum(z: Tensor, grid: tuple[int, int], num_prefix: int) ->
     ``(H // 2, W // 2)``). Averaging over images is left to the caller: everything after the log is linear,
     so from here on the order no longer matters.
     """
-    x = as_float(tokens_to_grid(z, grid, num_prefix))  # (..., H, W, C): the FFT runs on dims -3, -2
-    spec = torch.log(torch.fft.fft2(x, dim=(-3, -2)).abs() + AMPLITUDE_EPS).mean(-1)
+    # (..., C, H, W) as in the paper's code: the FFT over the two trailing axes is the well-trodden path
+    x = as_float(tokens_to_grid(z, grid, num_prefix)).movedim(-1, -3).contiguous()
+    spec = torch.log(torch.fft.fft2(x).abs() + AMPLITUDE_EPS).mean(-3)
     return torch.fft.fftshift(spec, dim=(-2, -1))
 
 
@@ -59,23 +61,37 @@ def high_frequency_delta(z: Tensor, grid: tuple[int, int], num_prefix: int) -> T
     ``(B, N, C)`` -> ``(B,)``. Higher (less negative) = relatively more high-frequency content. Equal to
     ``half_diagonal_delta(log_amplitude_spectrum(z, ...))[..., -1]`` (the tests check it), but it computes
     only the two Fourier coefficients it needs, ``F(0, 0)`` and ``F(m, m)``, as one small matrix product, in
-    float64:
-    the constant-token check value needs ``|F(m, m)|`` far below the 1e-6 epsilon, which float32 sums of
-    rounded cosines do not give.
+    float64: the constant-token check value needs ``|F(m, m)|`` far below the 1e-6 epsilon, which float32 sums
+    of rounded cosines do not give.
     """
-    if z.dim() < 2:
-        raise AnalysisArgumentError(f"expected token states (..., N, C), got shape {tuple(z.shape)}")
-    h, w = check_tokens(z.shape[-2], grid, num_prefix)
+    return high_frequency_deltas([z], grid, num_prefix)[0]
+
+
+def _last_bin_basis(grid: tuple[int, int], device: torch.device) -> Tensor:
+    """``(3, Np)`` float64: 1, cos and sin of ``2 pi (m r / H + m c / W)`` with ``m = min(H, W) // 2 - 1``."""
+    h, w = check_grid(grid)
     bins = min(h, w) // 2
     if bins < 1:
         raise AnalysisArgumentError(f"a {h}x{w} grid has no half-diagonal: both sides must be at least 2")
     m = bins - 1
-    t = torch.arange(h * w, device=z.device)
-    # phase 2 pi (m r / H + m c / W), reduced modulo 2 pi in exact integers before going to floats
-    turns = (m * (t // w) * w + m * (t % w) * h) % (h * w)
+    t = torch.arange(h * w, device=device)
+    turns = (m * (t // w) * w + m * (t % w) * h) % (h * w)  # reduced modulo 2 pi in exact integers
     theta = (2 * math.pi / (h * w)) * turns.to(torch.float64)
-    basis = torch.stack([torch.ones_like(theta), torch.cos(theta), torch.sin(theta)])  # (3, Np)
-    coeffs = basis @ z[..., num_prefix:, :].to(torch.float64)  # (..., 3, C)
+    return torch.stack([torch.ones_like(theta), torch.cos(theta), torch.sin(theta)])
+
+
+def high_frequency_deltas(states: Sequence[Tensor], grid: tuple[int, int], num_prefix: int) -> Tensor:
+    """``high_frequency_delta`` of several states of one shape at once: ``S x (B, N, C)`` -> ``(S, B)``."""
+    if not states:
+        raise AnalysisArgumentError("high_frequency_deltas needs at least one state")
+    for z in states:
+        if z.dim() < 2 or z.shape != states[0].shape:
+            raise AnalysisArgumentError(
+                f"states must be (..., N, C) of one shape, got {tuple(z.shape)} and {tuple(states[0].shape)}"
+            )
+        check_tokens(z.shape[-2], grid, num_prefix)
+    basis = _last_bin_basis(grid, states[0].device)
+    coeffs = torch.stack([basis @ z[..., num_prefix:, :].to(torch.float64) for z in states])  # (S, ..., 3, C)
     log_dc = torch.log(coeffs[..., 0, :].abs() + AMPLITUDE_EPS).mean(-1)
     log_m = torch.log(torch.hypot(coeffs[..., 1, :], coeffs[..., 2, :]) + AMPLITUDE_EPS).mean(-1)
-    return (log_m - log_dc).to(as_float(z).dtype)
+    return (log_m - log_dc).to(as_float(states[0]).dtype)

@@ -12,39 +12,31 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from backend.analysis._common import AnalysisArgumentError, as_float, check_tokens
-from backend.analysis.attention import attention_metrics, pixel_distances
-from backend.analysis.spectrum import high_frequency_delta
-from backend.analysis.tokens import movement_coherence
+from backend.analysis._common import AnalysisArgumentError, check_tokens
+from backend.analysis.attention import layers_attention_metrics
+from backend.analysis.spectrum import high_frequency_deltas
+from backend.analysis.tokens import layers_movement_coherence
 
 if TYPE_CHECKING:  # only the type: importing capture would pull in model code
     from backend.capture import Trace
 
 
-def _mean_std(values: Tensor) -> tuple[Tensor, Tensor]:
-    """``(L, B)`` -> mean and population std over images, each ``(L,)``."""
-    return values.mean(-1), values.std(-1, correction=0)
+def _to_host(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """Float64 CPU copies of several device tensors in one transfer (one synchronization)."""
+    flat = torch.cat([t.double().flatten() for t in tensors]).cpu()
+    parts = flat.split([t.numel() for t in tensors])
+    return [part.view(t.shape) for part, t in zip(parts, tensors, strict=True)]
 
 
-def _stack_summary(stacked: Tensor) -> dict[str, Any]:
-    """``(L, B, heads)`` -> ``{"mean": [L], "per_head": [L][heads], "std": [L]}``, one copy to the CPU."""
-    if stacked.dim() != 3 or 0 in stacked.shape:
-        raise AnalysisArgumentError(
-            f"expected per-layer (B, heads) values, got stacked shape {tuple(stacked.shape)}"
-        )
+def _head_summary(stacked: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(L, B, heads)`` -> mean ``(L,)``, per_head ``(L, heads)``, std ``(L,)`` (see layer_summary)."""
     stacked = stacked.double()
     per_head = stacked.mean(1)  # over images first
-    mean = per_head.mean(-1)  # then over heads
-    std = stacked.mean(2).std(1, correction=0)  # spread over images of the head-averaged value
-    flat = torch.cat([mean, std, per_head.flatten()]).cpu().tolist()
-    n_layers, n_heads = per_head.shape
-    return {
-        "mean": flat[:n_layers],
-        "per_head": [
-            flat[2 * n_layers + i * n_heads : 2 * n_layers + (i + 1) * n_heads] for i in range(n_layers)
-        ],
-        "std": flat[n_layers : 2 * n_layers],
-    }
+    return per_head.mean(-1), per_head, stacked.mean(2).std(1, correction=0)
+
+
+def _head_dict(mean: Tensor, per_head: Tensor, std: Tensor) -> dict[str, Any]:
+    return {"mean": mean.tolist(), "per_head": per_head.tolist(), "std": std.tolist()}
 
 
 def layer_summary(per_image_head: Sequence[Tensor]) -> dict[str, Any]:
@@ -56,9 +48,9 @@ def layer_summary(per_image_head: Sequence[Tensor]) -> dict[str, Any]:
     if not per_image_head:
         raise AnalysisArgumentError("layer_summary needs at least one layer")
     shapes = {tuple(t.shape) for t in per_image_head}
-    if len(shapes) != 1:
-        raise AnalysisArgumentError(f"every layer must have the same (B, heads) shape, got {sorted(shapes)}")
-    return _stack_summary(torch.stack([as_float(t) for t in per_image_head]))
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or 0 in next(iter(shapes)):
+        raise AnalysisArgumentError(f"every layer must be one non-empty (B, heads) shape, got {shapes}")
+    return _head_dict(*_to_host(_head_summary(torch.stack(list(per_image_head)))))
 
 
 def _check_trace(trace: Trace) -> None:
@@ -95,30 +87,21 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
     grid = (int(trace.grid[0]), int(trace.grid[1]))
     n_layers = trace.num_layers
 
-    distance, nmi, entropy = [], [], []
-    dist_px: Tensor | None = None
-    for attn in trace.attentions:
-        if dist_px is None:
-            dist_px = pixel_distances(grid, trace.patch_size, attn.device, as_float(attn).dtype)
-        layer = attention_metrics(attn, grid, trace.patch_size, prefix, dist_px)
-        distance.append(layer.distance)
-        nmi.append(layer.nmi)
-        entropy.append(layer.entropy)
-
-    hf_out = torch.stack([high_frequency_delta(z, grid, prefix) for z in trace.x_out])  # (L + 1, B)
-    hf_attn = torch.stack([high_frequency_delta(z, grid, prefix) for z in trace.x_attn])  # (L, B)
-    moves = torch.stack(
-        [movement_coherence(trace.x_out[k], trace.x_attn[k], prefix) for k in range(n_layers)]
-    )  # (L, B)
-
-    def mean_std(values: Tensor) -> tuple[list[float], list[float]]:
-        mean, std = _mean_std(values.double())
-        both = torch.cat([mean, std]).cpu().tolist()
-        return both[: len(mean)], both[len(mean) :]
-
-    out_mean, out_std = mean_std(hf_out)
-    attn_mean, attn_std = mean_std(hf_attn)
-    move_mean, move_std = mean_std(moves)
+    # everything stays on the device until one transfer at the end
+    attention = layers_attention_metrics(trace.attentions, grid, trace.patch_size, prefix)  # (L, B, heads)
+    spectrum = high_frequency_deltas([*trace.x_out, *trace.x_attn], grid, prefix)  # (2L + 1, B)
+    # (L, B): block k moves x_out[k-1] to x_attn[k]
+    moves = layers_movement_coherence(trace.x_out[:-1], trace.x_attn, prefix)
+    per_image = torch.cat([spectrum, moves]).double()
+    on_device = [*_head_summary(attention.distance), *_head_summary(attention.nmi)]
+    on_device += [*_head_summary(attention.entropy), per_image.mean(-1), per_image.std(-1, correction=0)]
+    host = _to_host(on_device)
+    image_mean, image_std = host[9].tolist(), host[10].tolist()
+    out, attn, move = (
+        slice(0, n_layers + 1),
+        slice(n_layers + 1, 2 * n_layers + 1),
+        slice(2 * n_layers + 1, None),
+    )
     return {
         "model": trace.model_id,
         "family": family,
@@ -128,14 +111,18 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
         "layers": n_layers,
         "heads": trace.num_heads,
         "num_images": trace.batch_size,
-        "attention_distance": _stack_summary(torch.stack(distance)),
-        "nmi": _stack_summary(torch.stack(nmi)),
-        "attention_entropy": _stack_summary(torch.stack(entropy)),
-        "delta_log_amplitude": {"depth": list(range(n_layers + 1)), "value": out_mean, "std": out_std},
+        "attention_distance": _head_dict(*host[0:3]),
+        "nmi": _head_dict(*host[3:6]),
+        "attention_entropy": _head_dict(*host[6:9]),
+        "delta_log_amplitude": {
+            "depth": list(range(n_layers + 1)),
+            "value": image_mean[out],
+            "std": image_std[out],
+        },
         "delta_log_amplitude_attn": {
             "depth": list(range(1, n_layers + 1)),
-            "value": attn_mean,
-            "std": attn_std,
+            "value": image_mean[attn],
+            "std": image_std[attn],
         },
-        "movement_coherence": {"mean": move_mean, "std": move_std},
+        "movement_coherence": {"mean": image_mean[move], "std": image_std[move]},
     }

@@ -7,6 +7,8 @@ shows is the caller's to record: these functions only see tensors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -105,10 +107,22 @@ def movement_coherence(x_in: Tensor, x_out: Tensor, num_prefix: int) -> Tensor:
 
     1 = all tokens move together (the CL signature), near 0 = each its own way (MIM); 0 if nothing moves.
     """
-    d = _displacements(x_in, x_out, num_prefix)
-    together = torch.linalg.vector_norm(d.mean(-2), dim=-1)
-    apart = torch.linalg.vector_norm(d, dim=-1).mean(-1)
-    return together / apart.clamp_min(_MOVE_EPS)
+    return layers_movement_coherence([x_in], [x_out], num_prefix)[0]
+
+
+def layers_movement_coherence(x_in: Sequence[Tensor], x_out: Sequence[Tensor], num_prefix: int) -> Tensor:
+    """``movement_coherence`` of several (input, output) pairs, stacked: ``S x (B, N, C)`` -> ``(S, B)``."""
+    if not x_in or len(x_in) != len(x_out):
+        raise AnalysisArgumentError(
+            f"need as many inputs as outputs, at least one; got {len(x_in)}, {len(x_out)}"
+        )
+    means, norms = [], []
+    for a, b in zip(x_in, x_out, strict=True):
+        d = _displacements(a, b, num_prefix)
+        means.append(d.mean(-2))
+        norms.append(torch.linalg.vector_norm(d, dim=-1).mean(-1))
+    together = torch.linalg.vector_norm(torch.stack(means), dim=-1)
+    return together / torch.stack(norms).clamp_min(_MOVE_EPS)
 
 
 def movement_projection(x_in: Tensor, x_out: Tensor, num_prefix: int) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ from backend.analysis import (
     attention_nmi,
     attention_rollout,
     head_mean,
+    layers_attention_metrics,
     mean_attention_distance,
     patch_attention,
     pixel_distances,
@@ -166,6 +167,16 @@ def test_attention_metrics_equals_the_reference_functions(grid: tuple[int, int],
         )
         torch.testing.assert_close(m.nmi, attention_nmi(a, num_prefix), rtol=0, atol=1e-5)
         torch.testing.assert_close(m.entropy, attention_entropy(a, num_prefix), rtol=0, atol=1e-5)
+
+
+def test_layers_attention_metrics_stacks_the_layers() -> None:
+    g = torch.Generator().manual_seed(6)
+    attns = [torch.softmax(torch.randn(2, 3, 5 + 12, 5 + 12, generator=g), -1) for _ in range(4)]
+    stacked = layers_attention_metrics(attns, (3, 4), 16, 5)
+    for field, values in zip(("distance", "nmi", "entropy"), stacked, strict=True):
+        assert values.shape == (4, 2, 3)
+        one_by_one = torch.stack([getattr(attention_metrics(a, (3, 4), 16, 5), field) for a in attns])
+        torch.testing.assert_close(values, one_by_one)
 
 
 def test_pixel_distances() -> None:
