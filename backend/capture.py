@@ -51,7 +51,7 @@ class Trace:
         return state[:, self.num_prefix_tokens :]
 
 
-def _blocks(model: nn.Module) -> list[nn.Module]:
+def _blocks(model: nn.Module) -> list[Any]:
     blocks = getattr(model, "blocks", None)
     if blocks is None:
         raise TypeError(
@@ -60,7 +60,7 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return list(blocks)
 
 
-def _attention_modules(block: nn.Module) -> nn.Module:
+def _attention_module(block: nn.Module) -> Any:
     attn = getattr(block, "attn", None)
     if attn is None or not hasattr(attn, "attn_drop"):
         raise TypeError(f"{type(block).__name__} has no timm attention with `attn_drop`; cannot capture it")
@@ -69,13 +69,13 @@ def _attention_modules(block: nn.Module) -> nn.Module:
 
 def grid_and_patch(model: nn.Module, pixels: Tensor) -> tuple[tuple[int, int], int]:
     """The patch grid that ``pixels`` produce and the (square) patch size, read from the model."""
-    patch_embed = model.patch_embed  # type: ignore[union-attr]
-    ph, pw = patch_embed.patch_size  # type: ignore[union-attr]
+    patch_embed: Any = model.patch_embed
+    ph, pw = patch_embed.patch_size
     if ph != pw:
         raise ValueError(f"non-square patches {ph}x{pw} are not supported")
     h, w = int(pixels.shape[-2]), int(pixels.shape[-1])
     if hasattr(patch_embed, "dynamic_feat_size") and getattr(patch_embed, "dynamic_img_pad", False):
-        gh, gw = patch_embed.dynamic_feat_size((h, w))  # type: ignore[operator]
+        gh, gw = patch_embed.dynamic_feat_size((h, w))
         return (int(gh), int(gw)), int(ph)
     return (h // ph, w // pw), int(ph)
 
@@ -91,11 +91,11 @@ def capture(
     """Run ``model`` once on ``pixels`` (B, 3, H, W) and record every block.
 
     Attention probabilities need the non-fused attention path (the fused kernel never materializes them), so
-    fused attention is switched off on this instance for the pass and restored afterwards. Callers must not run
-    the same instance concurrently (the model runner serializes per model).
+    fused attention is switched off on this instance for the pass and restored afterwards. Callers must not
+    run the same instance concurrently (the model runner serializes per model).
     """
     blocks = _blocks(model)
-    attn_modules = [_attention_modules(b) for b in blocks]
+    attn_modules = [_attention_module(b) for b in blocks]
     was_fused = [bool(getattr(a, "fused_attn", False)) for a in attn_modules]
     attentions: list[Tensor | None] = [None] * len(blocks)
     x_attn: list[Tensor | None] = [None] * len(blocks)
@@ -138,7 +138,9 @@ def capture(
         model.train(was_training)
 
     if any(a is None for a in attentions) or any(x is None for x in x_attn) or any(x is None for x in x_out):
-        raise RuntimeError("capture missed a layer: the model's blocks did not run their attention as expected")
+        raise RuntimeError(
+            "capture missed a layer: the model's blocks did not run their attention as expected"
+        )
     grid, patch_size = grid_and_patch(model, pixels)
     n_tokens = int(x_out[0].shape[1])  # type: ignore[union-attr]
     num_prefix = int(getattr(model, "num_prefix_tokens", n_tokens - grid[0] * grid[1]))

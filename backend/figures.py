@@ -92,7 +92,9 @@ def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> N
         for c, layer in enumerate(layers):
             ax = axes[r][c]
             ax.imshow(panel.image)
-            ax.imshow(maps[layer], cmap="inferno", alpha=0.6, extent=(0, w_px, h_px, 0), interpolation="nearest")
+            ax.imshow(
+                maps[layer], cmap="inferno", alpha=0.6, extent=(0, w_px, h_px, 0), interpolation="nearest"
+            )
             if cell is not None:  # a patch at (row, col) covers [row*P, (row+1)*P) x [col*P, (col+1)*P)
                 ax.add_patch(plt.Rectangle((cell[1] * p, cell[0] * p), p, p, fill=False, ec="cyan", lw=1.2))
             ax.set_xticks([])
@@ -108,13 +110,15 @@ def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> N
 
 
 def plot_spectra(spectra: dict[str, np.ndarray], path: Path, max_depths: int = 5) -> None:
-    """Rows: models; columns: depths; the shifted 2D log amplitude (mean over images), one shared colour scale."""
+    """Rows: models; columns: depths; shifted 2D log amplitude (mean over images), one shared colour scale."""
     names = list(spectra)
     n_depths = spectra[names[0]].shape[0]
     depths = np.unique(np.linspace(0, n_depths - 1, min(max_depths, n_depths)).round().astype(int))
     lo = min(float(spectra[n][depths].min()) for n in names)
     hi = max(float(spectra[n][depths].max()) for n in names)
-    fig, axes = plt.subplots(len(names), len(depths), figsize=(2.2 * len(depths), 2.2 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), len(depths), figsize=(2.2 * len(depths), 2.2 * len(names)), squeeze=False
+    )
     im = None
     for r, name in enumerate(names):
         for c, d in enumerate(depths):

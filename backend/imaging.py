@@ -71,7 +71,9 @@ def to_model_input(image: Image.Image, prep: Preprocessing) -> Tensor:
     """One RGB image -> (3, H, W) float tensor, resized, centre-cropped and normalized."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = TF.resize(image, prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True)
+    resized = TF.resize(
+        image, prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True
+    )
     cropped = TF.center_crop(resized, list(prep.input_size))
     return TF.normalize(TF.to_tensor(cropped), list(prep.mean), list(prep.std))
 
@@ -85,6 +87,7 @@ def preprocess(images: list[Image.Image], prep: Preprocessing) -> Tensor:
 
 def model_view(image: Image.Image, prep: Preprocessing) -> Image.Image:
     """The image exactly as the model sees it (resized and cropped, not normalized): draw overlays on this."""
-    resized = TF.resize(image.convert("RGB"), prep.resize, interpolation=InterpolationMode(prep.interpolation),
-                        antialias=True)
+    resized = TF.resize(
+        image.convert("RGB"), prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True
+    )
     return TF.center_crop(resized, list(prep.input_size))

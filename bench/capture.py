@@ -71,7 +71,9 @@ def bench_one(name: str, batch: int, device: torch.device, repeats: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batches", default="1,8")
@@ -80,12 +82,15 @@ def main() -> None:
     device = torch.device(args.device)
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     print(f"device: {label}, torch {torch.__version__}, timm {timm.__version__}, repeats {args.repeats}")
-    print(f"{'model':24s} {'batch':>5s} {'fused ms':>9s} {'eager ms':>9s} {'capture+analyses ms':>20s} {'ratio':>6s}")
+    header = ("model", "batch", "fused ms", "eager ms", "capture+analyses ms", "ratio")
+    print(f"{header[0]:24s} {header[1]:>5s} {header[2]:>9s} {header[3]:>9s} {header[4]:>20s} {header[5]:>6s}")
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             r = bench_one(name, batch, device, args.repeats)
-            print(f"{name:24s} {batch:5d} {r['fused_ms']:9.1f} {r['eager_ms']:9.1f} {r['capture_ms']:20.1f} "
-                  f"{r['ratio']:6.2f}")
+            print(
+                f"{name:24s} {batch:5d} {r['fused_ms']:9.1f} {r['eager_ms']:9.1f} {r['capture_ms']:20.1f} "
+                f"{r['ratio']:6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from backend.capture import capture
 
 
 def tiny_vit(**kwargs: object) -> torch.nn.Module:
-    args: dict[str, object] = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0)
+    args: dict[str, object] = dict(
+        img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=0
+    )
     args.update(kwargs)
     torch.manual_seed(0)
     return timm.create_model("vit_small_patch16_224", pretrained=False, **args).eval()
@@ -20,9 +22,19 @@ def tiny_vit(**kwargs: object) -> torch.nn.Module:
 def tiny_beit() -> torch.nn.Module:
     torch.manual_seed(0)
     model = timm.create_model(
-        "beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=3,
-        num_heads=2, num_classes=0, use_abs_pos_emb=False, use_rel_pos_bias=False,
-        use_shared_rel_pos_bias=True, init_values=0.1, global_pool="token",
+        "beit_base_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+        num_classes=0,
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=False,
+        use_shared_rel_pos_bias=True,
+        init_values=0.1,
+        global_pool="token",
     ).eval()
     with torch.no_grad():  # a non-zero bias table, so that the test sees whether the bias is included
         model.rel_pos_bias.relative_position_bias_table.normal_()
