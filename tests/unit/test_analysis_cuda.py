@@ -84,8 +84,11 @@ def test_check_values_on_cuda() -> None:
     fft_delta = half_diagonal_delta(log_amplitude_spectrum(constant, (14, 14), 1))  # cuFFT, float32
     assert fft_delta[:, -1].tolist() == [pytest.approx(expected, abs=1e-3)] * 2
 
-    g = torch.Generator(device="cuda").manual_seed(0)
-    normal = torch.randn(16, 1 + n_p, 768, device="cuda", generator=g)
+    # the CPU test's seeded tokens: CUDA's own generator gives other draws, and the shared zero-frequency bin
+    # moves every m together by about 0.01 per standard deviation: too close to "about 0.35" to risk
+    g = torch.Generator().manual_seed(0)
+    patches = torch.randn(16, 14, 14, 768, generator=g).reshape(16, n_p, 768)
+    normal = torch.cat([torch.full((16, 1, 768), 1e3), patches], dim=1).cuda()
     delta = half_diagonal_delta(log_amplitude_spectrum(normal, (14, 14), 1)).mean(0)
     assert all(v == pytest.approx(0.35, abs=0.04) for v in delta[1:].tolist())
     torch.testing.assert_close(
