@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -176,7 +177,7 @@ class ApiClient:
     def _cached(self, key: Hashable, fetch: Callable[[], T]) -> T:
         hit = self._cache.get(key)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         value = fetch()
         self._cache.put(key, value)
         return value
@@ -244,7 +245,7 @@ class ApiClient:
         key = ("attention-heads", image_id, model, layer, str(query))
         hit = self._cache.get(key)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         try:
             body = self._json(
                 "GET",
@@ -259,7 +260,7 @@ class ApiClient:
             if exc.status is None or exc.status >= 500:
                 raise
         results = self.parallel(
-            [lambda h=h: self.attention(image_id, model, layer, h, query) for h in range(num_heads)]  # type: ignore[misc]
+            [partial(self.attention, image_id, model, layer, h, query) for h in range(num_heads)]
         )
         maps = []
         for r in results:

@@ -29,9 +29,9 @@ _RESAMPLE = {
 
 
 def decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.seek(0)
-    image = ImageOps.exif_transpose(image) or image
+    opened = Image.open(io.BytesIO(data))
+    opened.seek(0)
+    image: Image.Image = ImageOps.exif_transpose(opened) or opened
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -99,7 +99,8 @@ def read_shape(metrics: dict[str, Any], fallback_patch: int | None = None) -> Mo
         layers = len(dist["mean"])
     if not heads and isinstance(dist, dict) and isinstance(dist.get("per_head"), list) and dist["per_head"]:
         heads = len(dist["per_head"][0])
-    prep = metrics.get("preprocessing") if isinstance(metrics.get("preprocessing"), dict) else {}
+    raw_prep = metrics.get("preprocessing")
+    prep: dict[str, Any] = raw_prep if isinstance(raw_prep, dict) else {}
     size = prep.get("input_size") or [grid[0] * patch, grid[1] * patch]
     return ModelShape(
         layers=int(layers or 12),

@@ -55,7 +55,154 @@
     return String(Number(Number(v).toPrecision(4)));
   }
 
+  // --- the click-to-maps fast path ------------------------------------------------------------------------
+  var fast = { seq: 0 };
+
+  function prefix() {
+    if (fast.prefix !== undefined) return fast.prefix;
+    var p = "/";
+    try {
+      var cfg = JSON.parse(document.getElementById("_dash-config").textContent);
+      p = cfg.requests_pathname_prefix || "/";
+    } catch (e) {
+      p = "/";
+    }
+    fast.prefix = p.charAt(p.length - 1) === "/" ? p : p + "/";
+    return fast.prefix;
+  }
+
+  function attentionGraphs() {
+    var out = [];
+    for (var i = 0; i < 4; i++) {
+      var gd = document.querySelector("#att-graph-" + i + " .js-plotly-plot");
+      if (!gd || !gd.data || !gd.data.length || !gd.layout || !gd.layout.meta || !gd.layout.meta.image) continue;
+      if (gd.offsetParent === null) continue; // a hidden column
+      out.push({ slot: i, gd: gd });
+    }
+    return out;
+  }
+
+  function queryIndex(query, grid) {
+    if (!query || typeof query !== "object") return "cls";
+    var rc = rowCol(query, { grid: grid });
+    return rc[0] * grid[1] + rc[1];
+  }
+
+  function describe(meta, index) {
+    var head = meta.head === "mean" ? "mean of heads" : "head " + meta.head;
+    var q = "CLS query";
+    if (index !== "cls") {
+      var r = Math.floor(index / meta.grid[1]);
+      var c = index % meta.grid[1];
+      q = "query patch (" + r + ", " + c + ") = #" + index;
+    }
+    return "block " + meta.layer + " · " + head + " · " + q;
+  }
+
+  function queryShape(meta, index) {
+    if (index === "cls") return [];
+    var P = meta.patch;
+    var r = Math.floor(index / meta.grid[1]);
+    var c = index % meta.grid[1];
+    return [{
+      type: "rect", xref: "x", yref: "y", x0: c * P, x1: (c + 1) * P, y0: r * P, y1: (r + 1) * P,
+      line: { color: "#22d3ee", width: 2.5 }, fillcolor: "rgba(0,0,0,0)", layer: "above",
+    }];
+  }
+
+  function setMessage(slot, text) {
+    var sp = window.dash_clientside && window.dash_clientside.set_props;
+    if (sp) sp("att-msg-" + slot, { children: text });
+  }
+
+  /* Fetch the maps of a new query for every drawn column at once and redraw them in place. The layer, head,
+   * model and image come from each figure's layout.meta; a newer query or a redraw in between wins. */
+  function showQuery(query) {
+    var graphs = attentionGraphs().filter(function (g) {
+      return g.gd.layout.meta.query !== queryIndex(query, g.gd.layout.meta.grid); // not already shown
+    });
+    if (!graphs.length) return fast.pending ? fast.pending.promise : Promise.resolve(null);
+    var key = JSON.stringify([query, graphs.map(function (g) { return g.gd.layout.meta; })]);
+    if (fast.pending && fast.pending.key === key) return fast.pending.promise; // already on its way
+    var seq = ++fast.seq;
+    var base = prefix() + "_vitscope/attention?";
+    var promise = Promise.all(graphs.map(function (g) {
+      var m = g.gd.layout.meta;
+      var index = queryIndex(query, m.grid);
+      var url = base + "image=" + encodeURIComponent(m.image) + "&model=" + encodeURIComponent(m.model) +
+        "&layer=" + m.layer + "&head=" + encodeURIComponent(m.head) + "&query=" + index;
+      return fetch(url, { credentials: "same-origin" })
+        .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+        .catch(function (e) { return { ok: false, body: { error: { message: "the UI server did not answer: " + e } } }; })
+        .then(function (res) { return { g: g, meta: m, index: index, res: res }; });
+    })).then(function (results) {
+      if (seq !== fast.seq) return; // a newer query is on its way
+      results.forEach(function (x) {
+        var now = x.g.gd.layout && x.g.gd.layout.meta;
+        if (!now || now.model !== x.meta.model || now.layer !== x.meta.layer || now.head !== x.meta.head ||
+            now.image !== x.meta.image) return; // redrawn for another layer, head or image meanwhile
+        if (!x.res.ok || !x.res.body || !x.res.body.map) {
+          var err = x.res.body && x.res.body.error;
+          setMessage(x.g.slot, (err && err.message) || "no map for this query");
+          return;
+        }
+        var title = String((x.g.gd.layout.title && x.g.gd.layout.title.text) || "").split("<br>")[0];
+        var meta = Object.assign({}, x.meta, { query: x.index });
+        window.Plotly.update(x.g.gd, { z: [x.res.body.map] }, {
+          shapes: queryShape(meta, x.index),
+          "title.text": title + "<br><sup>" + describe(meta, x.index) + "</sup>",
+          meta: meta,
+        });
+      });
+    }).finally(function () {
+      if (fast.pending && fast.pending.promise === promise) fast.pending = null;
+    });
+    fast.pending = { key: key, promise: promise };
+    return promise;
+  }
+
+  /* Resolve a clientside callback's outputs only once the maps are drawn: Dash's own work for the new state
+   * (stores, inputs, address bar) then waits instead of competing with the drawing. */
+  function after(promise, outputs) {
+    return promise.then(function () { return outputs; }, function () { return outputs; });
+  }
+
+  /* Start fetching on Plotly's own click event, before Dash has turned it into clickData (the Dash callback
+   * that follows finds the same query on its way and only waits for it). */
+  function hookClicks() {
+    for (var i = 0; i < 4; i++) {
+      var gd = document.querySelector("#att-graph-" + i + " .js-plotly-plot");
+      if (!gd || gd.__vitscopeHooked || typeof gd.on !== "function") continue;
+      gd.__vitscopeHooked = true;
+      gd.on("plotly_click", function (ev) {
+        var p = ev && ev.points && ev.points[0];
+        var meta = p && p.fullData && this.layout && this.layout.meta;
+        if (!meta || !meta.grid) return;
+        var r = clamp(Math.floor(p.y / meta.patch), 0, meta.grid[0] - 1);
+        var c = clamp(Math.floor(p.x / meta.patch), 0, meta.grid[1] - 1);
+        showQuery(centreOf(r, c, { grid: meta.grid }));
+      }.bind(gd));
+    }
+  }
+  new MutationObserver(hookClicks).observe(document.documentElement, { childList: true, subtree: true });
+
   window.vitscope = {
+    showQuery: showQuery,
+
+    /* The small multiples ask the server only while their panel is open. */
+    headsRequest: function (isOpen, meta, layer, query) {
+      if (!isOpen) return noUpdate();
+      return { meta: meta, layer: layer, query: query, at: Date.now() };
+    },
+
+    /* Overlay opacity, in the browser only: a restyle of the drawn maps. */
+    setOpacity: function (opacity) {
+      attentionGraphs().forEach(function (g) {
+        window.Plotly.restyle(g.gd, { opacity: opacity }, [0]);
+      });
+      return opacity;
+    },
+
     /* (clickData x4, cls clicks, row, col, query, meta, models) -> [query, row, col] */
     queryControl: function (c0, c1, c2, c3, clsClicks, row, col, query, meta, models) {
       var nu = noUpdate();
@@ -71,18 +218,21 @@
         var c = clamp(Math.floor(p.x / g.patch), 0, g.grid[1] - 1);
         var q = centreOf(r, c, g);
         var rc = rowCol(q, first);
-        return [q, rc[0], rc[1]];
+        return after(showQuery(q), [q, rc[0], rc[1]]);
       }
-      if (trig === "ctl-cls") return ["cls", null, null];
+      if (trig === "ctl-cls") return after(showQuery("cls"), ["cls", null, null]);
       if (trig === "ctl-row" || trig === "ctl-col") {
         var hasRow = row !== null && row !== undefined && row !== "";
         var hasCol = col !== null && col !== undefined && col !== "";
-        if (!hasRow && !hasCol) return ["cls", nu, nu];
+        if (!hasRow && !hasCol) return after(showQuery("cls"), ["cls", nu, nu]);
         var rr = clamp(hasRow ? Math.floor(Number(row)) : Math.floor(first.grid[0] / 2), 0, first.grid[0] - 1);
         var ccol = clamp(hasCol ? Math.floor(Number(col)) : Math.floor(first.grid[1] / 2), 0, first.grid[1] - 1);
-        return [centreOf(rr, ccol, first), rr, ccol];
+        var q2 = centreOf(rr, ccol, first);
+        return after(showQuery(q2), [q2, rr, ccol]);
       }
       if (trig === "ctl-query") {
+        // Set from outside (a permalink): redraw drawn maps for it, and show it in the inputs.
+        showQuery(query);
         var rc2 = rowCol(query, first);
         return [nu, rc2[0], rc2[1]];
       }

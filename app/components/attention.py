@@ -11,8 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from functools import partial
 from typing import Any
 
+import flask
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
@@ -22,6 +25,7 @@ from app.components.common import (
     MDL_STORE,
     META_STORE,
     QUERY_STORE,
+    aria,
     error_text,
     export_bar,
     learn,
@@ -35,6 +39,17 @@ from app.metrics import ModelShape
 from app.state import Query, head_param
 
 SLOTS = range(MAX_COLUMNS)
+EMPTY_FIGURE: dict[str, Any] = {
+    "data": [],
+    "layout": {"height": 120, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
+}
+_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _json_error(status: int, code: str, message: str) -> Any:
+    response = flask.jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
 
 
 def layout() -> html.Section:
@@ -82,6 +97,8 @@ def layout() -> html.Section:
             ),
             html.Div(id="att-empty", className="hint"),
             dcc.Store(id="att-drawn", data=[None] * MAX_COLUMNS),
+            dcc.Store(id="att-opacity-done"),
+            dcc.Store(id="att-heads-req"),
             html.Div(columns, className="att-grid", id="att-grid"),
             learn("attention"),
             html.Details(
@@ -97,7 +114,7 @@ def layout() -> html.Section:
         ],
         className="panel",
         id="att-panel",
-        **{"aria-labelledby": "att-heading"},
+        **aria(labelledby="att-heading"),
     )
 
 
@@ -158,8 +175,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input("ctl-head", "value"),
-        Input(QUERY_STORE, "data"),
-        Input("ctl-opacity", "value"),
+        State(QUERY_STORE, "data"),
+        State("ctl-opacity", "value"),
         State(MDL_STORE, "data"),
         State("att-drawn", "data"),
     )
@@ -168,10 +185,15 @@ def register(app: Dash, ctx_: AppContext) -> None:
         layer: int,
         head: Any,
         query_raw: Any,
-        opacity: float,
+        opacity: float | None,
         models: list[str] | None,
         drawn_raw: list[str | None] | None,
     ) -> Any:
+        """New image or models: whole figures. New layer or head: a Patch of the numbers only.
+
+        A new query never comes here: the page's script (``vitscope.showQuery``) fetches the maps of the
+        new query through ``/_vitscope/attention`` and redraws them in place, without a Dash round trip.
+        """
         n = len(SLOTS)
         drawn: list[str | None] = (list(drawn_raw or []) + [None] * n)[:n]
         models = [m for m in (models or []) if m][:n]
@@ -184,24 +206,14 @@ def register(app: Dash, ctx_: AppContext) -> None:
             )
             hidden = [{"display": "none"}] * n
             return *([no_update] * n), *hidden, *([None] * n), hint, [None] * n
-        trig = ctx.triggered_id
-        full = trig in (None, META_STORE)
+        full = ctx.triggered_id in (None, META_STORE)
         query = Query.from_store(query_raw)
         opacity = 0.6 if opacity is None else float(opacity)
 
         figures: list[Any] = [no_update] * n
         styles: list[Any] = [{"display": "none"}] * n
         msgs: list[Any] = [None] * n
-
-        if trig == "ctl-opacity":
-            for i, m in enumerate(models):
-                if m in shapes and drawn[i] == m:
-                    p = Patch()
-                    p["data"][0]["opacity"] = opacity
-                    figures[i] = p
-            return *figures, *([no_update] * n), *([no_update] * n), no_update, no_update
-
-        requests = []
+        requests: list[tuple[int, int | str, int | str, tuple[int, int], str] | None] = []
         for m in models:
             if m not in shapes:
                 requests.append(None)
@@ -210,7 +222,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             grid = (int(shapes[m]["grid"][0]), int(shapes[m]["grid"][1]))
             requests.append((use_layer, h, query.index(grid), grid, note))
         calls = [
-            (lambda m=m, r=r: client.attention(image, m, r[0], r[1], r[2]))  # type: ignore[misc]
+            partial(client.attention, image, m, r[0], r[1], r[2])
             for m, r in zip(models, requests, strict=True)
             if r is not None
         ]
@@ -222,10 +234,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             title = title_of(m, family, colours.get(m))
             if req is None:
                 msgs[i] = error_text(errors.get(m, "no data for this model"))
-                figures[i] = {
-                    "data": [],
-                    "layout": {"height": 120, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
-                }
+                figures[i] = EMPTY_FIGURE
                 drawn[i] = None
                 continue
             use_layer, h, _q, grid, note = req
@@ -233,16 +242,17 @@ def register(app: Dash, ctx_: AppContext) -> None:
             if isinstance(res, ApiError):
                 msgs[i] = error_text(res.message)
                 if full or drawn[i] != m:
-                    figures[i] = {
-                        "data": [],
-                        "layout": {"height": 120, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
-                    }
+                    figures[i] = EMPTY_FIGURE
                     drawn[i] = None
                 continue
             msgs[i] = html.Div(note, className="note") if note else None
             shape = shape_of(shapes[m])
             amap = res.get("map") or []
             rc = query.patch(grid)
+            common = dict(
+                title=title, amap=amap, grid=grid, patch=shape.patch_size, layer=use_layer, head=h, rc=rc,
+                opacity=opacity, image=image, model=m,
+            )  # fmt: skip
             if full or drawn[i] != m:
                 drawn[i] = m
                 try:
@@ -250,50 +260,46 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 except (ApiError, OSError, ValueError) as exc:
                     uri = None
                     msgs[i] = error_text(f"cannot show the image: {exc}")
-                figures[i] = attention_figure(
-                    model=m,
-                    title=title,
-                    image_uri=uri,
-                    amap=amap,
-                    grid=grid,
-                    patch=shape.patch_size,
-                    layer=use_layer,
-                    head=h,
-                    rc=rc,
-                    opacity=opacity,
-                )
+                figures[i] = attention_figure(image_uri=uri, **common)
             else:
-                figures[i] = patch_update(
-                    Patch(),
-                    title=title,
-                    amap=amap,
-                    grid=grid,
-                    patch=shape.patch_size,
-                    layer=use_layer,
-                    head=h,
-                    rc=rc,
-                    opacity=opacity,
-                    model=m,
-                )
+                figures[i] = patch_update(Patch(), **common)
         for i in range(len(models), n):
             drawn[i] = None
+        if not full:
+            styles = [no_update] * n
         return *figures, *styles, *msgs, None, drawn
+
+    @app.server.route("/_vitscope/attention")
+    def attention_proxy() -> Any:
+        """One attention map for the page's script (same origin as the page, wherever the API lives)."""
+        args = flask.request.args
+        image, model = args.get("image", ""), args.get("model", "")
+        try:
+            layer = int(args.get("layer", ""))
+        except ValueError:
+            return _json_error(400, "bad_request", "layer must be a whole number (1-based block)")
+        head = head_param(args.get("head", "mean"))
+        raw_query = args.get("query", "cls")
+        query: int | str = int(raw_query) if raw_query.isdigit() else "cls"
+        if not _ID.match(image) or not model:
+            return _json_error(400, "bad_request", "image (sha256 hex) and model are required")
+        try:
+            body = client.attention(image, model, layer, head, query)
+        except ApiError as exc:
+            return _json_error(exc.status or 502, exc.code, exc.message)
+        return flask.jsonify(body)
 
     @app.callback(
         *[Output(f"att-heads-graph-{i}", "figure") for i in SLOTS],
         *[Output(f"att-heads-col-{i}", "style") for i in SLOTS],
-        Input("att-heads", "open"),
-        Input(META_STORE, "data"),
-        Input("ctl-layer", "value"),
-        Input(QUERY_STORE, "data"),
+        Input("att-heads-req", "data"),
         State(MDL_STORE, "data"),
     )
-    def draw_heads(
-        is_open: bool, meta: dict[str, Any] | None, layer: int, query_raw: Any, models: list[str] | None
-    ) -> Any:
+    def draw_heads(req: dict[str, Any] | None, models: list[str] | None) -> Any:
         n = len(SLOTS)
-        if not is_open:
+        if not req:
             raise PreventUpdate
+        meta, layer, query_raw = req.get("meta"), int(req.get("layer") or 1), req.get("query")
         image = (meta or {}).get("image")
         shapes: dict[str, Any] = (meta or {}).get("models", {})
         models = [m for m in (models or []) if m in shapes][:n]
@@ -309,11 +315,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             plans.append((m, use_layer, grid))
         results = client.parallel(
             [
-                (
-                    lambda m=m, ly=ly, g=g: client.attention_heads(  # type: ignore[misc]
-                        image, m, ly, query.index(g), int(shapes[m]["heads"])
-                    )
-                )
+                partial(client.attention_heads, image, m, ly, query.index(g), int(shapes[m]["heads"]))
                 for m, ly, g in plans
             ]
         )
@@ -330,6 +332,22 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 rc=query.patch(grid),
             )
         return *figures, *styles
+
+    app.clientside_callback(
+        "function() { return window.vitscope.headsRequest.apply(null, arguments); }",
+        Output("att-heads-req", "data"),
+        Input("att-heads", "open"),
+        Input(META_STORE, "data"),
+        Input("ctl-layer", "value"),
+        Input(QUERY_STORE, "data"),
+    )
+
+    app.clientside_callback(
+        "function(opacity) { return window.vitscope.setOpacity(opacity); }",
+        Output("att-opacity-done", "data"),
+        Input("ctl-opacity", "value"),
+        prevent_initial_call=True,
+    )
 
     # Export: PNG/SVG drawn by Plotly in the browser; the numbers from the API (cached).
     app.clientside_callback(

@@ -17,6 +17,11 @@ QUERY_STORE = "ctl-query"  # "cls" | {"y": frac, "x": frac}
 URL_READY = "url-ready"  # True once the permalink has been read
 
 
+def aria(**attrs: str) -> dict[str, Any]:
+    """ARIA attributes for a Dash component: ``aria(label="x")`` -> ``{"aria-label": "x"}``."""
+    return {f"aria-{k}": v for k, v in attrs.items()}
+
+
 def learn(name: str, summary: str = "Learn: what this shows and what the paper predicts") -> html.Details:
     return html.Details(
         [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")],
@@ -42,7 +47,7 @@ def export_bar(prefix: str, *, label: str) -> html.Div:
         ],
         className="export-bar",
         role="group",
-        **{"aria-label": f"Export {label}"},
+        **aria(label=f"Export {label}"),
     )
 
 

@@ -7,12 +7,13 @@ slider and the head menu follow them.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE
+from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE, aria
 from app.context import AppContext
 from app.metrics import read_shape
 
@@ -89,7 +90,7 @@ def layout() -> html.Div:
                         ],
                         className="ctl-query",
                         role="group",
-                        **{"aria-labelledby": "ctl-query-label"},
+                        **aria(labelledby="ctl-query-label"),
                     ),
                     html.Div("or click a patch on a map", className="hint hint-small"),
                 ],
@@ -134,7 +135,7 @@ def layout() -> html.Div:
         className="controls",
         id="ctl-bar",
         role="toolbar",
-        **{"aria-label": "View controls"},
+        **aria(label="View controls"),
     )
 
 
@@ -159,7 +160,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         patches = {m["id"]: m.get("patch_size") for m in catalog or []}
         meta: dict[str, Any] = {"image": image, "models": {}, "errors": {}}
         if image and models:
-            results = client.parallel([lambda m=m: client.metrics(image, m) for m in models])  # type: ignore[misc]
+            results = client.parallel([partial(client.metrics, image, m) for m in models])
             for m, res in zip(models, results, strict=True):
                 if isinstance(res, ApiError):
                     meta["errors"][m] = res.message

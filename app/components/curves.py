@@ -10,13 +10,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, export_bar, learn, loading
+from app.components.common import (
+    IMG_STORE,
+    MDL_CATALOG,
+    MDL_STORE,
+    META_STORE,
+    aria,
+    export_bar,
+    learn,
+    loading,
+)
 from app.context import AppContext
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.style import graph_config, model_colours
@@ -46,7 +56,7 @@ def layout() -> html.Section:
                 ],
                 className="panel-tools",
                 role="group",
-                **{"aria-labelledby": "crv-scope-label"},
+                **aria(labelledby="crv-scope-label"),
             ),
             html.Div(id="crv-msg"),
             loading(
@@ -62,7 +72,7 @@ def layout() -> html.Section:
         ],
         className="panel",
         id="crv-panel",
-        **{"aria-labelledby": "crv-heading"},
+        **aria(labelledby="crv-heading"),
     )
 
 
@@ -80,10 +90,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 set_id = client.create_set(ids)
             except ApiError as exc:
                 return {}, [f"cannot make a set of the {len(ids)} images: {exc.message}"], ""
-            results = client.parallel([lambda m=m: client.set_metrics(set_id, m) for m in models])  # type: ignore[misc]
+            results = client.parallel([partial(client.set_metrics, set_id, m) for m in models])
             subtitle = f"mean over {len(ids)} images, band = ± 1 std over images"
         else:
-            results = client.parallel([lambda m=m: client.metrics(image, m) for m in models])  # type: ignore[misc]
+            results = client.parallel([partial(client.metrics, str(image), m) for m in models])
             name = (images or {}).get("names", {}).get(image) or str(image)[:12]
             subtitle = f"one image: {name}"
         per_model = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import partial
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -15,7 +16,7 @@ from dash.exceptions import PreventUpdate
 
 from app import gallery
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, learn
+from app.components.common import IMG_STORE, aria, learn
 from app.context import AppContext
 from app.images import decode, thumbnail, to_data_uri
 
@@ -77,15 +78,13 @@ def layout(ctx_: AppContext) -> html.Section:
                 ],
                 className="img-sources",
             ),
-            html.Div(id="img-error", className="error-box", role="alert", **{"aria-live": "polite"}),
-            html.Div(
-                id="img-strip", className="img-strip", role="group", **{"aria-label": "Images in the set"}
-            ),
+            html.Div(id="img-error", className="error-box", role="alert", **aria(live="polite")),
+            html.Div(id="img-strip", className="img-strip", role="group", **aria(label="Images in the set")),
             learn("images", "Learn: how images are prepared"),
         ],
         className="panel",
         id="img-panel",
-        **{"aria-labelledby": "img-heading"},
+        **aria(labelledby="img-heading"),
     )
 
 
@@ -221,15 +220,16 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not ids:
             return html.Div("No images yet: drop one above or pick an example.", className="hint"), no_update
         names = store.get("names", {})
+
+        def thumb_uri(image_id: str) -> str:
+            return to_data_uri(thumbnail(decode(client.image_bytes(image_id)[0])))
+
         items = []
         missing = []
         for image_id in ids:
             name = names.get(image_id) or f"image {image_id[:8]}"
             try:
-                src = ctx_.uris.get(
-                    ("thumb", image_id),
-                    lambda i=image_id: to_data_uri(thumbnail(decode(client.image_bytes(i)[0]))),
-                )
+                src = ctx_.uris.get(("thumb", image_id), partial(thumb_uri, image_id))
             except (ApiError, OSError, ValueError) as exc:
                 src = ""
                 missing.append(f"{name}: {exc}")
@@ -246,7 +246,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
                             className="strip-pick" + (" strip-active" if active else ""),
                             title=f"Show {name} in the attention and spectrum views",
                             n_clicks=0,
-                            **{"aria-pressed": "true" if active else "false"},
+                            **aria(pressed="true" if active else "false"),
                         ),
                         html.Button(
                             "×",
@@ -254,7 +254,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
                             className="strip-remove",
                             title=f"Remove {name}",
                             n_clicks=0,
-                            **{"aria-label": f"Remove {name}"},
+                            **aria(label=f"Remove {name}"),
                         ),
                     ],
                     className="strip-item",

@@ -9,7 +9,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import MDL_CATALOG, MDL_STORE, learn
+from app.components.common import MDL_CATALOG, MDL_STORE, aria, learn
 from app.context import AppContext
 from app.figures.style import FAMILIES, FAMILY_LABELS, family_key
 from app.state import MAX_MODELS, MIN_MODELS
@@ -44,12 +44,12 @@ def layout() -> html.Section:
             html.H2("2 · Models", id="mdl-heading"),
             html.Div(id="mdl-status", className="hint", role="status"),
             html.Div(groups, className="model-groups"),
-            html.Div(id="mdl-note", className="note", role="status", **{"aria-live": "polite"}),
+            html.Div(id="mdl-note", className="note", role="status", **aria(live="polite")),
             learn("models", "Learn: the families"),
         ],
         className="panel",
         id="mdl-panel",
-        **{"aria-labelledby": "mdl-heading"},
+        **aria(labelledby="mdl-heading"),
     )
 
 
@@ -66,40 +66,39 @@ def _reason(model: dict[str, Any]) -> tuple[str, str]:
             command = model[key]
             break
     if not reason:
-        reason = "its weights are not on this server (models_cache)"
+        reason = "no weights on this server"
     if not command:
         command = f"vitscope models pull {model['id']}"
     return reason, command
 
 
 def option(model: dict[str, Any]) -> dict[str, Any]:
+    """A checklist option: id, architecture, licence; unavailable ones disabled, with why and the command."""
     mid = str(model["id"])
-    arch = model.get("arch") or ""
+    arch = str(model.get("arch") or "")
     patch = model.get("patch_size")
-    detail = " · ".join(str(x) for x in (arch, f"patch {patch}" if patch else "") if x)
     available = bool(model.get("available", True))
+    licence = str(model.get("license") or model.get("licence") or "")
+    detail = " · ".join(x for x in (arch, f"patch {patch}" if patch else "", licence) if x)
     parts: list[Any] = [html.Span(mid, className="model-id")]
-    if detail:
-        parts.append(html.Span(detail, className="model-detail"))
     if model.get("loaded"):
         parts.append(html.Span("loaded", className="badge badge-ok"))
-    licence = model.get("license") or model.get("licence") or model.get("license_note")
-    if licence:
-        parts.append(html.Span(str(licence), className="model-licence"))
+    if available:
+        parts.append(html.Span(detail, className="model-detail"))
+    title = " — ".join(x for x in (str(model.get("description") or ""), detail) if x)
     if not available:
         reason, command = _reason(model)
+        title = f"{reason}. {title}"
         parts.append(
             html.Span(
                 [
-                    html.Span("unavailable: ", className="badge badge-off"),
-                    reason,
-                    " — run ",
+                    html.Span("unavailable", className="badge badge-off"),
+                    f" {reason}: run ",
                     html.Code(command),
                 ],
                 className="model-reason",
             )
         )
-    title = str(model.get("description") or "")
     return {
         "label": html.Span(parts, className="model-label", title=title),
         "value": mid,
@@ -161,7 +160,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             raise PreventUpdate
         order = [m for m in previous if m in checked] + [m for m in checked if m not in previous]
         note = ""
-        trimmed = no_update
+        trimmed = False
         if len(order) > MAX_MODELS:
             dropped = order[MAX_MODELS:]
             order = order[:MAX_MODELS]
@@ -170,8 +169,6 @@ def register(app: Dash, ctx_: AppContext) -> None:
         elif len(order) < MIN_MODELS:
             note = f"Pick {MIN_MODELS - len(order)} more model(s) to compare ({MIN_MODELS} to {MAX_MODELS})."
         outs = (
-            [[m for m in group if m in order] for group in values]
-            if trimmed is True
-            else [no_update] * len(FAMILIES)
+            [[m for m in group if m in order] for group in values] if trimmed else [no_update] * len(FAMILIES)
         )
         return order, note, *outs

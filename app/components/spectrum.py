@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_STORE, META_STORE, export_bar, learn, loading
+from app.components.common import IMG_STORE, MDL_STORE, META_STORE, aria, export_bar, learn, loading
 from app.context import AppContext
 from app.figures.spectrum import spectrum_figure
 from app.figures.style import graph_config
@@ -43,7 +44,7 @@ def layout() -> html.Section:
                 ],
                 className="panel-tools",
                 role="group",
-                **{"aria-labelledby": "spc-state-label"},
+                **aria(labelledby="spc-state-label"),
             ),
             html.Div(id="spc-msg"),
             loading(
@@ -59,7 +60,7 @@ def layout() -> html.Section:
         ],
         className="panel",
         id="spc-panel",
-        **{"aria-labelledby": "spc-heading"},
+        **aria(labelledby="spc-heading"),
     )
 
 
@@ -73,9 +74,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         shapes = meta.get("models", {})
         models = [m for m in models if m in shapes]
         depths = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
-        results = client.parallel(
-            [lambda m=m: client.spectrum(image, m, depths[m], state) for m in models]  # type: ignore[misc]
-        )
+        results = client.parallel([partial(client.spectrum, image, m, depths[m], state) for m in models])
         spectra, errors = {}, []
         for m, res in zip(models, results, strict=True):
             if isinstance(res, ApiError):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_STORE, META_STORE, export_bar, learn, loading
+from app.components.common import IMG_STORE, MDL_STORE, META_STORE, aria, export_bar, learn, loading
 from app.context import AppContext
 from app.figures.style import graph_config
 from app.figures.tokens import read_points, tokens_figure
@@ -45,7 +46,7 @@ def layout() -> html.Section:
                         ],
                         className="panel-tools",
                         role="group",
-                        **{"aria-labelledby": "tok-method-label"},
+                        **aria(labelledby="tok-method-label"),
                     ),
                     html.Div(id="tok-msg"),
                     loading(
@@ -65,7 +66,7 @@ def layout() -> html.Section:
         ],
         className="panel",
         id="tok-panel",
-        **{"aria-labelledby": "tok-heading"},
+        **aria(labelledby="tok-heading"),
     )
 
 
@@ -80,9 +81,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         models = [m for m in models if m in shapes]
         set_id = client.create_set(ids)
         layers = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
-        results = client.parallel(
-            [lambda m=m: client.embeddings(set_id, m, layers[m], method) for m in models]  # type: ignore[misc]
-        )
+        results = client.parallel([partial(client.embeddings, set_id, m, layers[m], method) for m in models])
         out, errors = {}, []
         for m, res in zip(models, results, strict=True):
             if isinstance(res, ApiError):

@@ -1,9 +1,10 @@
 """A1 figures: the attention map of one query over the model-input image, and all heads of a layer.
 
 Coordinates are pixels of the model input: the heatmap's cell (row, col) is centred at
-``((col + 0.5) * P, (row + 0.5) * P)`` and covers ``[row*P, (row+1)*P) x [col*P, (col+1)*P)`` (ANALYSES.md A1,
-drawing note), the y axis points down like the image's rows. ``layout.meta`` carries what the map shows, for
-the page's scripts and for tests.
+``((col + 0.5) * P, (row + 0.5) * P)`` and covers ``[row*P, (row+1)*P) x [col*P, (col+1)*P)``
+(ANALYSES.md A1, drawing note), the y axis points down like the image's rows. ``layout.meta`` carries what the
+map shows (image, model, grid, patch, layer, head, query): the page's script redraws a new query from it
+without a Dash round trip.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def describe(layer: int, head: int | str, rc: tuple[int, int] | None, grid: tupl
 
 def attention_figure(
     *,
+    image: str,
     model: str,
     title: str,
     image_uri: str | None,
@@ -104,7 +106,13 @@ def attention_figure(
         xaxis=dict(range=[0, w * patch], visible=False, constrain="domain", fixedrange=True),
         yaxis=dict(range=[h * patch, 0], visible=False, scaleanchor="x", constrain="domain", fixedrange=True),
         meta=dict(
-            model=model, grid=[h, w], patch=patch, layer=layer, head=str(head), query=_query_meta(rc, w)
+            image=image,
+            model=model,
+            grid=[h, w],
+            patch=patch,
+            layer=layer,
+            head=str(head),
+            query=_query_meta(rc, w),
         ),
         uirevision=model,
         height=360,
@@ -128,6 +136,7 @@ def patch_update(
     head: int | str,
     rc: tuple[int, int] | None,
     opacity: float,
+    image: str,
     model: str,
 ) -> Any:
     """Fill a ``dash.Patch`` of an attention figure with a new map: only the numbers travel."""
@@ -136,7 +145,13 @@ def patch_update(
     patch_obj["layout"]["shapes"] = query_shape(rc, patch)
     patch_obj["layout"]["title"]["text"] = f"{title}<br><sup>{describe(layer, head, rc, grid)}</sup>"
     patch_obj["layout"]["meta"] = dict(
-        model=model, grid=list(grid), patch=patch, layer=layer, head=str(head), query=_query_meta(rc, grid[1])
+        image=image,
+        model=model,
+        grid=list(grid),
+        patch=patch,
+        layer=layer,
+        head=str(head),
+        query=_query_meta(rc, grid[1]),
     )
     return patch_obj
 

@@ -74,7 +74,7 @@ def base_layout(**overrides: Any) -> dict[str, Any]:
     return layout
 
 
-def graph_config(filename: str) -> dict[str, Any]:
+def graph_config(filename: str) -> Any:
     """Plotly config of every graph: the camera saves PNG at 2x (SVG via the panel's export buttons)."""
     return {
         "displaylogo": False,

@@ -5,6 +5,7 @@ Run with ``pytest -m browser tests/browser``; screenshots go to ``artifacts/scre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.state import ViewState
 from tests.browser.chrome import Browser
-from tests.browser.conftest import BASELINE_MODEL, SCREENSHOTS, TEST_MODEL, Server
+from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import click_patch, figure, heatmap, screenshot, tick_model, upload, wait_for
+from tests.browser.serverproc import BASELINE_MODEL, TEST_MODEL, Server
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +29,13 @@ GRAPHS = ("att-graph-0", "att-graph-1")
 def maps(driver: WebDriver) -> list[dict[str, Any]] | None:
     drawn = [heatmap(driver, g) for g in GRAPHS]
     return drawn if all(drawn) else None  # type: ignore[return-value]
+
+
+def maps_where(
+    driver: WebDriver, pred: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]] | None:
+    drawn = maps(driver)
+    return drawn if drawn and pred(drawn) else None
 
 
 def flat(z: list[list[float]]) -> list[float]:
@@ -78,7 +87,7 @@ def test_click_another_patch_changes_both_maps(browser: Browser, compare: dict[s
     assert before
     click_patch(d, GRAPHS[0], 3, 10)
     after = wait_for(
-        lambda: (m := maps(d)) and all(x["meta"]["query"] == 3 * 14 + 10 for x in m) and m,
+        lambda: maps_where(d, lambda m: all(x["meta"]["query"] == 3 * 14 + 10 for x in m)),
         "both maps for query patch (3, 10)",
     )
     for old, new in zip(before, after, strict=True):
@@ -97,9 +106,7 @@ def test_layer_slider_moves_the_curve_marker(browser: Browser, compare: dict[str
     thumb.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT, Keys.ARROW_LEFT)  # the keyboard reaches it too
     target = start - 3
     wait_for(lambda: curve_marker(d) == target, f"the marker at block {target:g}")
-    baseline = wait_for(
-        lambda: (m := maps(d)) and m[0]["meta"]["layer"] == target and m, "maps of that block"
-    )
+    baseline = wait_for(lambda: maps_where(d, lambda m: m[0]["meta"]["layer"] == target), "that block's maps")
     assert baseline[0]["meta"]["model"] == BASELINE_MODEL
     assert f"layer={int(target)}" in d.current_url
     screenshot(d, SCREENSHOTS, "03-layer-moved")
@@ -142,11 +149,12 @@ def test_text_file_upload_shows_the_error_and_the_page_keeps_working(
     message = wait_for(lambda: d.find_element(By.ID, "img-error").text, "the upload error message")
     assert "notes.txt" in message
     assert len(message) > len("notes.txt: ") + 10, f"the API's words are shown: {message!r}"
+    d.execute_script("document.getElementById('img-error').scrollIntoView({block: 'center'})")
     screenshot(d, SCREENSHOTS, "05-upload-error", full_page=False)
     # Still working: the image set is unchanged and a click still redraws both maps.
     assert len(d.find_elements(By.CSS_SELECTOR, ".strip-pick")) == 1
     click_patch(d, GRAPHS[1], 12, 1)
     wait_for(
-        lambda: (m := maps(d)) and all(x["meta"]["query"] == 12 * 14 + 1 for x in m),
+        lambda: maps_where(d, lambda m: all(x["meta"]["query"] == 12 * 14 + 1 for x in m)),
         "both maps for query patch (12, 1) after the failed upload",
     )
