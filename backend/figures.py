@@ -109,25 +109,23 @@ def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> N
     plt.close(fig)
 
 
-def plot_spectra(spectra: dict[str, np.ndarray], path: Path, max_depths: int = 5) -> None:
-    """Rows: models; columns: depths; shifted 2D log amplitude (mean over images), one shared colour scale."""
+def plot_spectra(spectra: dict[str, np.ndarray], path: Path, columns: int = 5) -> None:
+    """Rows: models; columns: the same fractions of each model's depth (models may differ in depth);
+    shifted 2D log amplitude (mean over images), one shared colour scale."""
     names = list(spectra)
-    n_depths = spectra[names[0]].shape[0]
-    depths = np.unique(np.linspace(0, n_depths - 1, min(max_depths, n_depths)).round().astype(int))
-    lo = min(float(spectra[n][depths].min()) for n in names)
-    hi = max(float(spectra[n][depths].max()) for n in names)
-    fig, axes = plt.subplots(
-        len(names), len(depths), figsize=(2.2 * len(depths), 2.2 * len(names)), squeeze=False
-    )
+    fractions = np.linspace(0.0, 1.0, columns)
+    picks = {n: (fractions * (spectra[n].shape[0] - 1)).round().astype(int) for n in names}
+    lo = min(float(spectra[n][picks[n]].min()) for n in names)
+    hi = max(float(spectra[n][picks[n]].max()) for n in names)
+    fig, axes = plt.subplots(len(names), columns, figsize=(2.2 * columns, 2.3 * len(names)), squeeze=False)
     im = None
     for r, name in enumerate(names):
-        for c, d in enumerate(depths):
+        for c, d in enumerate(picks[name]):
             ax = axes[r][c]
             im = ax.imshow(spectra[name][d], cmap="viridis", vmin=lo, vmax=hi)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"depth {d}", fontsize=9)
+            ax.set_title(f"depth {d}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     if im is not None:

@@ -7,6 +7,7 @@ over images, then over heads. Standard deviations are population std over images
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -73,29 +74,69 @@ def _check_trace(trace: Trace) -> None:
             )
 
 
-@torch.no_grad()
-def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
-    """The per-model ``metrics.json`` object: A2, A3, attention entropy, A4 and the A6 scalar, per layer.
+@dataclass
+class PerImage:
+    """Per-image values of one model over a set, before any averaging: batches concatenate along images.
 
-    Vectorized over images and heads (one loop over layers); every value is computed per image (and head) and
-    only then averaged. Depth axes: ``delta_log_amplitude`` on ``x_out[0..L]`` (depth 0 = the embedding),
-    ``delta_log_amplitude_attn`` on the post-attention states of blocks ``1..L``, ``movement_coherence`` of
-    block ``k`` from ``x_out[k-1]`` to ``x_attn[k]``.
+    ``distance``, ``nmi``, ``entropy``: ``(L, B, heads)``. ``scalars``: ``(3L + 1, B)``, the rows being
+    ``delta_log_amplitude`` at depths ``0..L``, ``delta_log_amplitude_attn`` of blocks ``1..L`` and
+    ``movement_coherence`` of blocks ``1..L``.
     """
+
+    distance: Tensor
+    nmi: Tensor
+    entropy: Tensor
+    scalars: Tensor
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.distance.shape[0])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.distance.shape[1])
+
+    @staticmethod
+    def concat(parts: Sequence[PerImage]) -> PerImage:
+        if not parts:
+            raise AnalysisArgumentError("PerImage.concat needs at least one part")
+        return PerImage(
+            distance=torch.cat([p.distance for p in parts], dim=1),
+            nmi=torch.cat([p.nmi for p in parts], dim=1),
+            entropy=torch.cat([p.entropy for p in parts], dim=1),
+            scalars=torch.cat([p.scalars for p in parts], dim=1),
+        )
+
+
+@torch.no_grad()
+def per_image_values(trace: Trace) -> PerImage:
+    """Every metric of ``compute_metrics`` per image (and head), on the trace's device."""
     _check_trace(trace)
     prefix = trace.num_prefix_tokens
     grid = (int(trace.grid[0]), int(trace.grid[1]))
-    n_layers = trace.num_layers
-
-    # everything stays on the device until one transfer at the end
     attention = layers_attention_metrics(trace.attentions, grid, trace.patch_size, prefix)  # (L, B, heads)
     spectrum = high_frequency_deltas([*trace.x_out, *trace.x_attn], grid, prefix)  # (2L + 1, B)
     # (L, B): block k moves x_out[k-1] to x_attn[k]
     moves = layers_movement_coherence(trace.x_out[:-1], trace.x_attn, prefix)
-    per_image = torch.cat([spectrum, moves]).double()
-    on_device = [*_head_summary(attention.distance), *_head_summary(attention.nmi)]
-    on_device += [*_head_summary(attention.entropy), per_image.mean(-1), per_image.std(-1, correction=0)]
-    host = _to_host(on_device)
+    return PerImage(attention.distance, attention.nmi, attention.entropy, torch.cat([spectrum, moves]))
+
+
+@torch.no_grad()
+def summarize(
+    values: PerImage,
+    *,
+    model: str,
+    family: str,
+    preprocessing: dict[str, Any],
+    grid: tuple[int, int],
+    patch_size: int,
+) -> dict[str, Any]:
+    """The per-model ``metrics.json`` object from per-image values (means over images, then heads)."""
+    n_layers = values.num_layers
+    scalars = values.scalars.double()
+    on_device = [*_head_summary(values.distance), *_head_summary(values.nmi)]
+    on_device += [*_head_summary(values.entropy), scalars.mean(-1), scalars.std(-1, correction=0)]
+    host = _to_host(on_device)  # everything stays on the device until this one transfer
     image_mean, image_std = host[9].tolist(), host[10].tolist()
     out, attn, move = (
         slice(0, n_layers + 1),
@@ -103,14 +144,14 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
         slice(2 * n_layers + 1, None),
     )
     return {
-        "model": trace.model_id,
+        "model": model,
         "family": family,
-        "preprocessing": trace.preprocessing,
-        "grid": [grid[0], grid[1]],
-        "patch_size": int(trace.patch_size),
+        "preprocessing": preprocessing,
+        "grid": [int(grid[0]), int(grid[1])],
+        "patch_size": int(patch_size),
         "layers": n_layers,
-        "heads": trace.num_heads,
-        "num_images": trace.batch_size,
+        "heads": int(values.distance.shape[2]),
+        "num_images": values.num_images,
         "attention_distance": _head_dict(*host[0:3]),
         "nmi": _head_dict(*host[3:6]),
         "attention_entropy": _head_dict(*host[6:9]),
@@ -126,3 +167,22 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
         },
         "movement_coherence": {"mean": image_mean[move], "std": image_std[move]},
     }
+
+
+def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
+    """The per-model ``metrics.json`` object: A2, A3, attention entropy, A4 and the A6 scalar, per layer.
+
+    Vectorized over images and heads (one loop over layers); every value is computed per image (and head) and
+    only then averaged. Depth axes: ``delta_log_amplitude`` on ``x_out[0..L]`` (depth 0 = the embedding),
+    ``delta_log_amplitude_attn`` on the post-attention states of blocks ``1..L``, ``movement_coherence`` of
+    block ``k`` from ``x_out[k-1]`` to ``x_attn[k]``. For a set larger than one batch, concatenate the
+    ``per_image_values`` of each batch and ``summarize`` once.
+    """
+    return summarize(
+        per_image_values(trace),
+        model=trace.model_id,
+        family=family,
+        preprocessing=trace.preprocessing,
+        grid=trace.grid,
+        patch_size=trace.patch_size,
+    )

@@ -84,6 +84,11 @@ def load_model(model_id: str, device: str | torch.device = "cpu", *, download: b
 
     data_config = dict(timm.data.resolve_model_data_config(model))
     data_config = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
+    # A model built with img_size= (tiny imports, 32 px models) keeps its tag's input_size in the cfg: the
+    # input must match the patch embedding's fixed size, so that size wins.
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None and not getattr(model.patch_embed, "dynamic_img_size", False):
+        data_config["input_size"] = (3, int(img_size[0]), int(img_size[1]))
     tensors = [*model.parameters(), *model.buffers()]
     return LoadedModel(
         model=model,

@@ -169,3 +169,42 @@ def test_compute_metrics_half_precision_and_bad_traces() -> None:
         compute_metrics(bad, "CL")
     with pytest.raises(ValueError):
         compute_metrics(make_trace(attentions, (3, 3), prefix), "CL")
+
+
+def test_summaries_of_batches_concatenated_equal_the_summary_of_one_batch() -> None:
+    from backend.analysis.summary import PerImage, per_image_values, summarize
+    from backend.capture import Trace
+
+    torch.manual_seed(3)
+    grid, prefix, layers, heads, b, c = (4, 4), 1, 2, 2, 5, 8
+    n = prefix + grid[0] * grid[1]
+    whole = Trace(
+        attentions=[torch.softmax(torch.randn(b, heads, n, n), -1) for _ in range(layers)],
+        x_attn=[torch.randn(b, n, c) for _ in range(layers)],
+        x_out=[torch.randn(b, n, c) for _ in range(layers + 1)],
+        grid=grid,
+        patch_size=8,
+        num_prefix_tokens=prefix,
+        model_id="m",
+    )
+
+    def part(sl: slice) -> Trace:
+        return Trace(
+            [a[sl] for a in whole.attentions],
+            [x[sl] for x in whole.x_attn],
+            [x[sl] for x in whole.x_out],
+            grid,
+            8,
+            prefix,
+            "m",
+        )
+
+    merged = PerImage.concat([per_image_values(part(slice(0, 2))), per_image_values(part(slice(2, 5)))])
+    meta = dict(model="m", family="cl", preprocessing={}, grid=grid, patch_size=8)
+    split = summarize(merged, **meta)  # type: ignore[arg-type]
+    single = compute_metrics(whole, "cl")
+    assert split["num_images"] == 5
+    for key in ("attention_distance", "nmi", "attention_entropy"):
+        assert split[key]["mean"] == pytest.approx(single[key]["mean"], rel=1e-9)
+        assert split[key]["std"] == pytest.approx(single[key]["std"], rel=1e-9, abs=1e-12)
+    assert split["delta_log_amplitude"]["value"] == pytest.approx(single["delta_log_amplitude"]["value"])
