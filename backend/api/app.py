@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from backend import __version__
 from backend.api import errors
+from backend.api.fastlane import FastLane
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import API_PREFIX, OPEN_PATHS, BearerAuth, BodyLimit, Observe
 from backend.api.routes import api_router
@@ -115,9 +116,11 @@ def create_app(
         raise NotFound(f"no route /api/v1/{path}; see /docs for the routes under /api/v1")
 
     _install_openapi(app)
-    # Middleware: the last added runs first. Order of a request: Observe -> CORS -> auth -> body limit -> app.
+    # Middleware, the last added runs first: Observe -> CORS -> auth -> fast lane -> body limit -> app.
     limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
     app.add_middleware(BodyLimit, default_limit=1024 * 1024, limits={f"{API_PREFIX}/images": limit})
+    if settings.hot_cache_bytes > 0:
+        app.add_middleware(FastLane, service=service)
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:

@@ -12,15 +12,15 @@ from backend.config import Settings
 from backend.service.analysis import AnalysisService
 
 
-def get_service(request: Request) -> AnalysisService:
+async def get_service(request: Request) -> AnalysisService:
     return request.app.state.service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> ApiMetrics:
+async def get_metrics(request: Request) -> ApiMetrics:
     return request.app.state.metrics
 
 

@@ -127,7 +127,7 @@ class Observe:
             await self.app(scope, receive, observed)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None)
+            path = getattr(route, "path", None) or scope.get("vitscope.route")
             if path is None:
                 path = "ui" if not scope["path"].startswith(API_PREFIX) else "unmatched"
             self.metrics.observe(scope["method"], path, status, time.perf_counter() - started)

@@ -32,7 +32,7 @@ from backend.errors import BadImage, BadRequest, ModelNotFound, VitscopeError
 from backend.runner import RunnerPool
 from backend.service import render
 from backend.service.aggregate import aggregate_metrics
-from backend.service.hot import HotCache, View
+from backend.service.hot import HotCache, View, view_key
 from backend.service.images import IMAGE_ID_RE, ImageFolder, ImageMeta
 from backend.service.jobs import Job, JobManager
 from backend.service.sets import SetFolder
@@ -412,7 +412,7 @@ class AnalysisService:
     async def metrics(self, image_id: str, model_id: str) -> View:
         await self.image_meta(image_id)
         info = await self.model_info(model_id)
-        hot_key = ("metrics", image_id, info.id, info.digest)
+        hot_key = view_key("metrics", image_id, info.id, info.digest)
 
         async def produce() -> View:
             return render.json_object_view(await self._image_metrics_obj(image_id, info))
@@ -431,10 +431,10 @@ class AnalysisService:
         rollout: bool = False,
         fmt: str = "json",
     ) -> View:
-        hot_key = ("attention", image_id, model_id, layer, head, query, rollout, fmt)
+        params = (layer, head, query, rollout, fmt)
         info = self._infos.get(model_id)
-        if info is not None and self.images.meta(image_id) is not None:  # the fast lane: no awaits before it
-            view = self.hot.get(hot_key + (info.digest,))
+        if info is not None and self.images.meta(image_id) is not None:  # no awaits before a hot hit
+            view = self.hot.get(view_key("attention", image_id, model_id, info.digest, *params))
             if view is not None:
                 return view
         await self.image_meta(image_id)
@@ -464,7 +464,7 @@ class AnalysisService:
             return await self._render_maps(image_id, info, maps, layer_i, head_v, query_v, rollout, fmt)
 
         return await self._view(
-            hot_key + (info.digest,),
+            view_key("attention", image_id, model_id, info.digest, *params),
             lambda: K.make_key("view-attention", *a, layer_i, head_v, str(query_v), int(rollout), fmt),
             render.MEDIA_TYPES[fmt],
             produce,
@@ -559,7 +559,7 @@ class AnalysisService:
             return render.json_view(payload, {"delta": delta, "map": m})
 
         return await self._view(
-            ("spectrum", image_id, info.id, info.digest, state, depth, fmt),
+            view_key("spectrum", image_id, info.id, info.digest, state, depth, fmt),
             lambda: K.make_key("view-spectrum", *a, state, depth, fmt),
             render.MEDIA_TYPES[fmt],
             produce,

@@ -24,6 +24,11 @@ class View:
         return Response(self.body, status_code=status, media_type=self.media_type, headers=headers)
 
 
+def view_key(kind: str, image_id: str, model_id: str, digest: str, *params: object) -> tuple[object, ...]:
+    """The hot-lane key of a rendered image view; ``params``: the request's values as the route got them."""
+    return (kind, image_id, model_id, digest, *params)
+
+
 class HotCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes

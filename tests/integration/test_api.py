@@ -124,9 +124,10 @@ async def running(settings: Settings, *, wait_ready: bool = True, **kwargs: Any)
             transport=transport, base_url="http://vitscope.test", timeout=60
         ) as client:
             api = Api(app, client)
+            auth = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
             if wait_ready:
                 for _ in range(600):
-                    if (await client.get("/api/v1/ready")).status_code == 200:
+                    if (await client.get("/api/v1/ready", headers=auth)).status_code == 200:
                         break
                     await asyncio.sleep(0.05)
                 else:
@@ -470,3 +471,40 @@ def test_openapi_documents_every_route(models_env: Path, tmp_path: Path) -> None
     ]:
         assert p in paths, p
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_fast_lane_answers_cached_views_exactly_like_the_routes(
+    models_env: Path, tmp_path: Path, redis_url: str
+) -> None:
+    token = "fast-lane-token-0123456789"
+    auth = {"Authorization": f"Bearer {token}"}
+    async with running(settings_for(tmp_path, redis_url=redis_url, api_token=token)) as api:
+        api.client.headers.update(auth)
+        iid = await api.upload_ok(png_bytes(50))
+        for path, params in [
+            ("attention", {"model": TINY, "layer": "2", "head": "all", "query": "3"}),
+            ("attention", {"model": TINY, "format": "npy"}),
+            ("spectrum", {"model": TINY, "state": "attn", "depth": "2"}),
+            ("metrics", {"model": TINY}),
+        ]:
+            url = f"/api/v1/images/{iid}/{path}"
+            first = await api.client.get(url, params=params)  # computed by the route
+            hits = api.service.hot.hits
+            again = await api.client.get(url, params=params)  # answered by the fast lane
+            assert api.service.hot.hits == hits + 1
+            assert (
+                (again.status_code, again.content)
+                == (first.status_code, first.content)
+                == (200, first.content)
+            )
+            assert again.headers["content-type"] == first.headers["content-type"]
+            assert again.headers["content-length"] == str(len(first.content))
+        url = f"/api/v1/images/{iid}/attention"
+        assert (
+            await api.client.get(url, params={"model": ""})
+        ).status_code == 422  # never served from the lane
+        assert (await api.client.get(url, params={"model": TINY, "layer": "02"})).status_code == 200
+        r = await api.client.get(url, params={"model": TINY, "format": "npy"}, headers={"Authorization": "x"})
+        assert r.status_code == 401  # the lane sits behind the token check
+        metrics = (await api.client.get("/api/v1/metrics")).text
+        assert 'route="/api/v1/images/{image_id}/spectrum"' in metrics
