@@ -134,7 +134,7 @@ def create_app(
     app.add_middleware(Observe, metrics=metrics)
 
     if settings.ui if ui is None else ui:
-        _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}")
+        _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}", settings.token)
     return app
 
 
@@ -161,12 +161,15 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _mount_ui(app: FastAPI, api_url: str) -> None:
+def _mount_ui(app: FastAPI, api_url: str, token: str | None) -> None:
     """The Dash UI (a WSGI app) at ``/`` of this process; the API keeps working when the UI cannot load."""
     try:
         from app.main import create_dash_app  # type: ignore[import-not-found,unused-ignore]
 
-        dash_app = create_dash_app(api_url, requests_pathname_prefix="/")
+        try:
+            dash_app = create_dash_app(api_url, requests_pathname_prefix="/", api_token=token)
+        except TypeError:  # a UI without the token argument
+            dash_app = create_dash_app(api_url, requests_pathname_prefix="/")
     except (ImportError, VitscopeError, RuntimeError, ValueError, AttributeError, TypeError) as exc:
         log.warning("the Dash UI is not mounted (%s: %s); the API works on its own", type(exc).__name__, exc)
         return
