@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Uploads up to this size are also copied into the cache (other replicas sharing Redis can then serve them);
+# larger ones would risk the cache's short timeouts and are kept on disk only.
+IMAGE_IN_CACHE_MAX_BYTES = 4 * 1024 * 1024
+
+
 class NotFound(VitscopeError):
     code = "not_found"
 
@@ -294,7 +299,8 @@ class AnalysisService:
         meta = ImageMeta(decoded.width, decoded.height, decoded.format, len(data), decoded.animated)
         await asyncio.to_thread(self.images.put, iid, data, meta)
         self._remember_decoded(iid, decoded.image)
-        await self.store.set(K.image_key(iid), data)
+        if len(data) <= IMAGE_IN_CACHE_MAX_BYTES:  # disk is the source of truth
+            await self.store.set(K.image_key(iid), data)
         return iid, meta
 
     def check_image_id(self, image_id: str) -> None:

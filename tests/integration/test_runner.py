@@ -148,3 +148,30 @@ def test_model_lru_is_byte_bounded_and_pins() -> None:
     with big.pinned("huge"):
         pass
     assert set(big.listing()) == {"huge"}  # the most recent model stays even alone over the bound
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+async def test_cuda_runner_matches_cpu(models_env: Path) -> None:
+    """The same bundle on the GPU as on the CPU (run on a machine with CUDA)."""
+    from backend.service.analysis import build_bundle, model_info_of
+
+    async def bundle_on(device: str) -> Any:
+        runner = Runner(device, max_batch=2, max_wait_s=0.05)
+        await runner.start()
+        try:
+            info = await runner.with_model(TINY, model_info_of)
+            return await asyncio.gather(
+                *(
+                    runner.submit(TINY, picture(i), lambda _l, t, j: build_bundle(info, "0" * 64, t, j))
+                    for i in (0, 1)
+                )
+            )
+        finally:
+            await runner.stop()
+
+    cpu, gpu = await bundle_on("cpu"), await bundle_on("cuda:0")
+    for c, g in zip(cpu, gpu, strict=True):
+        for a, b in zip(c.attention, g.attention, strict=True):
+            np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
+        np.testing.assert_allclose(c.spectrum["out"], g.spectrum["out"], rtol=1e-3, atol=1e-3)
+        assert c.metrics["layers"] == g.metrics["layers"]
