@@ -26,10 +26,12 @@ from app.components.common import (
     META_STORE,
     QUERY_STORE,
     aria,
+    disclosure,
     error_text,
     export_bar,
     learn,
     loading,
+    register_disclosure,
 )
 from app.context import MAX_COLUMNS, AppContext
 from app.figures.attention import attention_figure, heads_figure, patch_update
@@ -39,6 +41,7 @@ from app.metrics import ModelShape
 from app.state import Query, head_param
 
 SLOTS = range(MAX_COLUMNS)
+HEADS_LABEL = "All heads of this layer (small multiples)"
 EMPTY_FIGURE: dict[str, Any] = {
     "data": [],
     "layout": {"height": 120, "xaxis": {"visible": False}, "yaxis": {"visible": False}},
@@ -101,15 +104,10 @@ def layout() -> html.Section:
             dcc.Store(id="att-heads-req"),
             html.Div(columns, className="att-grid", id="att-grid"),
             learn("attention"),
-            html.Details(
-                [
-                    html.Summary("All heads of this layer (small multiples)"),
-                    html.Div(heads, className="heads-grid"),
-                    learn("heads", "Learn: reading the heads"),
-                ],
-                id="att-heads",
-                className="subpanel",
-                open=False,
+            disclosure(
+                "att-heads",
+                HEADS_LABEL,
+                [html.Div(heads, className="heads-grid"), learn("heads", "Learn: reading the heads")],
             ),
         ],
         className="panel",
@@ -333,10 +331,11 @@ def register(app: Dash, ctx_: AppContext) -> None:
             )
         return *figures, *styles
 
+    register_disclosure(app, "att-heads", HEADS_LABEL)
     app.clientside_callback(
         "function() { return window.vitscope.headsRequest.apply(null, arguments); }",
         Output("att-heads-req", "data"),
-        Input("att-heads", "open"),
+        Input("att-heads-open", "data"),
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input(QUERY_STORE, "data"),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from dash import dcc, html
+from dash import Dash, Input, Output, dcc, html
 
 from app.context import help_text
 
@@ -26,6 +27,41 @@ def learn(name: str, summary: str = "Learn: what this shows and what the paper p
     return html.Details(
         [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")],
         className="learn",
+    )
+
+
+def disclosure(prefix: str, label: str, children: list[Any], *, class_name: str = "subpanel") -> html.Div:
+    """A button that shows and hides a part of the page; ``{prefix}-open`` (a store) says whether it is open.
+
+    (``html.Details`` does not report its ``open`` state back to Dash, so panels computed on demand use this.)
+    """
+    return html.Div(
+        [
+            html.Button(
+                ["▸ ", label],
+                id=f"{prefix}-toggle",
+                className="disclosure",
+                n_clicks=0,
+                **aria(expanded="false", controls=f"{prefix}-body"),
+            ),
+            html.Div(children, id=f"{prefix}-body", style={"display": "none"}),
+            dcc.Store(id=f"{prefix}-open", data=False),
+        ],
+        className=class_name,
+    )
+
+
+def register_disclosure(app: Dash, prefix: str, label: str) -> None:
+    """Open and close a ``disclosure`` in the browser (no round trip)."""
+    app.clientside_callback(
+        "function(n) { const open = (n || 0) % 2 === 1; return [open ? {} : {display: 'none'}, "
+        f"open ? 'true' : 'false', open, [open ? '▾ ' : '▸ ', {json.dumps(label)}]]; }}",
+        Output(f"{prefix}-body", "style"),
+        Output(f"{prefix}-toggle", "aria-expanded"),
+        Output(f"{prefix}-open", "data"),
+        Output(f"{prefix}-toggle", "children"),
+        Input(f"{prefix}-toggle", "n_clicks"),
+        prevent_initial_call=True,
     )
 
 

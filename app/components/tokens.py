@@ -14,10 +14,22 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_STORE, META_STORE, aria, export_bar, learn, loading
+from app.components.common import (
+    IMG_STORE,
+    MDL_STORE,
+    META_STORE,
+    aria,
+    disclosure,
+    export_bar,
+    learn,
+    loading,
+    register_disclosure,
+)
 from app.context import AppContext
 from app.figures.style import graph_config
 from app.figures.tokens import read_points, tokens_figure
+
+TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
 
 
 def layout() -> html.Section:
@@ -27,9 +39,10 @@ def layout() -> html.Section:
                 [html.H2("6 · Tokens", id="tok-heading"), export_bar("tok", label="the token projections")],
                 className="panel-head",
             ),
-            html.Details(
+            disclosure(
+                "tok",
+                TOKENS_LABEL,
                 [
-                    html.Summary("Show the patch tokens of the set in 2D (computed on demand)"),
                     html.Div(
                         [
                             html.Span("Projection", className="ctl-label", id="tok-method-label"),
@@ -60,8 +73,7 @@ def layout() -> html.Section:
                     ),
                     learn("tokens"),
                 ],
-                id="tok-details",
-                open=False,
+                class_name="",
             ),
         ],
         className="panel",
@@ -72,6 +84,7 @@ def layout() -> html.Section:
 
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
+    register_disclosure(app, "tok", TOKENS_LABEL)
 
     def fetch(
         meta: dict[str, Any], images: dict[str, Any], layer: int, method: str, models: list[str]
@@ -93,7 +106,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     @app.callback(
         Output("tok-graph", "figure"),
         Output("tok-msg", "children"),
-        Input("tok-details", "open"),
+        Input("tok-open", "data"),
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input("tok-method", "value"),

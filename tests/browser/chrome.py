@@ -56,7 +56,11 @@ class Browser:
         if download_dir is not None:
             options.add_experimental_option(
                 "prefs",
-                {"download.default_directory": str(download_dir), "download.prompt_for_download": False},
+                {
+                    "download.default_directory": str(download_dir),
+                    "download.prompt_for_download": False,
+                    "profile.default_content_setting_values.automatic_downloads": 1,
+                },
             )
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
