@@ -14,7 +14,7 @@ from backend.service.analysis import PayloadTooLarge
 
 router = APIRouter(prefix="/images", tags=["images"])
 
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
 _MAP_CONTENT = {
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
