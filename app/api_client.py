@@ -87,7 +87,8 @@ def _error_from(resp: httpx.Response) -> ApiError:
             else:
                 message = str(detail)
     except ValueError:
-        message = resp.text[:300]
+        text = resp.text.strip()[:300]
+        message = f"the API answered {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else "")
     if not message:
         message = f"the API answered {resp.status_code} {resp.reason_phrase}"
     return ApiError(message, code=code, status=resp.status_code)
