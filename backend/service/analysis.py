@@ -6,8 +6,9 @@ Read path of every image view (attention, spectrum, metrics), cheapest first:
 2. the store (Redis or the in-process LRU): the rendered response under its view key;
 3. the store: the captured array it is rendered from (one key per image, model and layer);
 4. a capture: ONE forward pass through the runner computes everything for the image at once (metrics, the
-   attention of every layer, rollouts, spectra of every depth, patch tokens of every depth), stores it all,
-   and answers from memory. Identical requests in flight share one capture (single-flight by content address).
+   attention of every layer, rollouts, spectra of every depth, patch tokens of every depth) and answers from
+   memory; encoding and storing it all happen in the background (until they are done, the bundle itself
+   answers). Identical requests in flight share one capture (single-flight by content address).
 
 A store that fails answers "miss" (see ``backend.cache.store``), so a Redis outage only costs recomputation.
 """
@@ -162,8 +163,10 @@ def slice_trace(trace: Trace, i: int) -> Trace:
     )
 
 
-def build_bundle(info: ModelInfo, image_id: str, trace: Trace, i: int) -> Bundle:
-    """Runs on the runner's thread, right after the capture: every analysis of image ``i`` of the batch."""
+def build_bundle(info: ModelInfo, image_id: str, trace: Trace, i: int, *, encode: bool = True) -> Bundle:
+    """Runs on the runner's thread, right after the capture: every analysis of image ``i`` of the batch.
+
+    ``encode=False`` leaves the (CPU-heavy) encoding for later, off the device's thread."""
     import torch
 
     from backend.analysis import attention_rollout, compute_metrics, log_amplitude_spectrum
@@ -184,7 +187,8 @@ def build_bundle(info: ModelInfo, image_id: str, trace: Trace, i: int) -> Bundle
     }
     tokens = [x[0, prefix:].to(torch.float16).cpu().numpy() for x in one.x_out]
     bundle = Bundle(metrics, attention, rollout, spectrum, tokens)
-    bundle.encoded = encode_bundle(info, image_id, bundle)
+    if encode:
+        bundle.encoded = encode_bundle(info, image_id, bundle)
     return bundle
 
 
@@ -202,8 +206,8 @@ def encode_bundle(info: ModelInfo, image_id: str, b: Bundle) -> dict[str, bytes]
         first = 0 if state == "out" else 1
         for d, m in enumerate(maps, start=first):
             out[K.spectrum_key(*a, state, d)] = encode_array(m, dtype="float32", compress=False)
-    for d, t in enumerate(b.tokens):
-        out[K.tokens_key(*a, "out", d)] = encode_array(t)
+    for d, t in enumerate(b.tokens):  # activations do not compress: do not spend the time trying
+        out[K.tokens_key(*a, "out", d)] = encode_array(t, compress=False)
     return out
 
 
@@ -223,6 +227,8 @@ class AnalysisService:
         self.ready = False
         self.warmup_report: dict[str, str] = {}
         self.captures_requested = 0  # bundles computed (for tests and /metrics)
+        self._persisting: dict[str, Bundle] = {}
+        self._persist_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self, warmup: bool = True) -> None:
@@ -248,6 +254,7 @@ class AnalysisService:
         log.info("warm-up done in %.1f s: %s", time.perf_counter() - started, report)
 
     async def stop(self) -> None:
+        await self.settle()
         await self.jobs.stop()
         await self.pool.stop()
         await self.store.close()
@@ -352,21 +359,42 @@ class AnalysisService:
 
     # -- the capture -----------------------------------------------------------------------------------------
     async def bundle(self, image_id: str, info: ModelInfo) -> Bundle:
-        """Capture once for (image, model), store every result, answer from memory."""
+        """Capture once for (image, model), answer from memory, store every result in the background."""
         key = K.make_key("bundle", *_addr(info, image_id))
-        return await self.flight.run(key, lambda: self._capture(image_id, info))
+        pending = self._persisting.get(key)
+        if pending is not None:  # computed a moment ago, still on its way into the store
+            return pending
+        return await self.flight.run(key, lambda: self._capture(key, image_id, info))
 
-    async def _capture(self, image_id: str, info: ModelInfo) -> Bundle:
+    async def _capture(self, key: str, image_id: str, info: ModelInfo) -> Bundle:
         image = await self.decoded_image(image_id)
         runner = self.pool.pick(info.id)
         self.captures_requested += 1
 
         def work(_loaded: Any, trace: Trace, i: int) -> Bundle:
-            return build_bundle(info, image_id, trace, i)
+            return build_bundle(info, image_id, trace, i, encode=False)
 
         bundle: Bundle = await runner.submit(info.id, image, work, timeout=self.settings.request_timeout_s)
-        await asyncio.gather(*(self.store.set(k, v) for k, v in bundle.encoded.items()))
+        self._persisting[key] = bundle
+        task = asyncio.create_task(self._persist(key, image_id, info, bundle), name=f"persist-{key[-8:]}")
+        self._persist_tasks.add(task)
+        task.add_done_callback(self._persist_tasks.discard)
         return bundle
+
+    async def _persist(self, key: str, image_id: str, info: ModelInfo, bundle: Bundle) -> None:
+        """Encode (zlib releases the GIL: this overlaps the next capture) and write every key."""
+        try:
+            bundle.encoded = await asyncio.to_thread(encode_bundle, info, image_id, bundle)
+            await asyncio.gather(*(self.store.set(k, v) for k, v in bundle.encoded.items()))
+        except Exception:  # the cache is best effort; the results were already served
+            log.exception("storing the results of %s with %s failed", image_id[:12], info.id)
+        finally:
+            self._persisting.pop(key, None)
+
+    async def settle(self) -> None:
+        """Wait until every computed result is in the store (tests, shutdown)."""
+        while self._persist_tasks:
+            await asyncio.gather(*list(self._persist_tasks), return_exceptions=True)
 
     async def _array(
         self, key: str, image_id: str, info: ModelInfo, pick: Callable[[Bundle], np.ndarray]

@@ -43,6 +43,7 @@ async def test_results_land_in_redis_and_uploads_survive_a_flush(
         iid = await api.upload_ok(data)
         r = await api.client.get(f"/api/v1/images/{iid}/attention", params={"model": TINY, "layer": 1})
         assert r.status_code == 200
+        await api.service.settle()  # results are written to the cache in the background
         keys = {k.decode().split(":")[1] for k in vitscope_keys(url)}
         # attention per layer, rollout, spectra per depth, tokens per depth, metrics, the image, the view
         assert {"attn", "rollout", "spectrum", "tokens", "metrics", "image", "view-attention"} <= keys
