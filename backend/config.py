@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "VITSCOPE_REDIS_URL", "redis_url"),
         description="Redis for the cache; unset: an in-process LRU store (the embedded default).",
     )
+    redis_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=5,
+        description="Limit on each Redis call; slower counts as a miss (circuit breaker).",
+    )
     cache_memory_bytes: int = Field(
         default=512 * MiB,
         ge=1 * MiB,

@@ -62,7 +62,9 @@ def build_service(
         )
         for device in resolve_devices(settings.device)
     ]
-    store = store or make_store(settings.redis_url, settings.cache_memory_bytes)
+    store = store or make_store(
+        settings.redis_url, settings.cache_memory_bytes, redis_timeout=settings.redis_timeout_s
+    )
     return AnalysisService(settings, store, RunnerPool(runners))
 
 

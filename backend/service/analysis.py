@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Uploads up to this size are also copied into the cache (other replicas sharing Redis can then serve them);
 # larger ones would risk the cache's short timeouts and are kept on disk only.
 IMAGE_IN_CACHE_MAX_BYTES = 4 * 1024 * 1024
+_WRITES_AT_ONCE = 8
 
 
 class NotFound(VitscopeError):
@@ -385,7 +386,11 @@ class AnalysisService:
         """Encode (zlib releases the GIL: this overlaps the next capture) and write every key."""
         try:
             bundle.encoded = await asyncio.to_thread(encode_bundle, info, image_id, bundle)
-            await asyncio.gather(*(self.store.set(k, v) for k, v in bundle.encoded.items()))
+            items = list(bundle.encoded.items())
+            for start in range(0, len(items), _WRITES_AT_ONCE):  # a few connections, not one per key
+                await asyncio.gather(
+                    *(self.store.set(k, v) for k, v in items[start : start + _WRITES_AT_ONCE])
+                )
         except Exception:  # the cache is best effort; the results were already served
             log.exception("storing the results of %s with %s failed", image_id[:12], info.id)
         finally:
