@@ -184,7 +184,50 @@
       }.bind(gd));
     }
   }
-  new MutationObserver(hookClicks).observe(document.documentElement, { childList: true, subtree: true });
+  /* Keyboard reach for the parts Dash renders as plain divs (the drop zone, the copy button) and names for the
+   * slider handles. */
+  var KEYBOARD = [
+    ["#img-upload > div", "Choose image files to upload"],
+    [".ctl-link-row .clip", "Copy the permalink"],
+  ];
+  var NAMES = [
+    ["#ctl-layer [role=slider]", "Layer (block)"],
+    ["#ctl-opacity [role=slider]", "Overlay opacity"],
+    ["#ctl-layer input", "Layer (block) number"],
+    ["#ctl-opacity input", "Overlay opacity value"],
+  ];
+
+  function hookKeyboard() {
+    KEYBOARD.forEach(function (pair) {
+      var el = document.querySelector(pair[0]);
+      if (!el || el.__vitscopeKeys) return;
+      el.__vitscopeKeys = true;
+      el.setAttribute("tabindex", "0");
+      el.setAttribute("role", "button");
+      el.setAttribute("aria-label", pair[1]);
+      el.addEventListener("keydown", function (ev) {
+        if (ev.key !== "Enter" && ev.key !== " ") return;
+        ev.preventDefault();
+        var target = el.querySelector("input[type=file]") || el.querySelector("svg, span") || el;
+        target.click();
+      });
+    });
+    NAMES.forEach(function (pair) {
+      var el = document.querySelector(pair[0]);
+      if (el && !el.getAttribute("aria-label")) el.setAttribute("aria-label", pair[1]);
+    });
+  }
+
+  var hookQueued = false;
+  new MutationObserver(function () {
+    if (hookQueued) return;
+    hookQueued = true;
+    window.requestAnimationFrame(function () {
+      hookQueued = false;
+      hookClicks();
+      hookKeyboard();
+    });
+  }).observe(document.documentElement, { childList: true, subtree: true });
 
   window.vitscope = {
     showQuery: showQuery,
