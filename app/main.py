@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import warnings
 
 import dash
 from dash import dcc, html
@@ -105,10 +106,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_dash_app(args.api_url, requests_pathname_prefix=args.prefix)
     log.info("vitscope UI on http://%s:%d%s, API at %s", args.host, args.port, args.prefix, args.api_url)
-    app.run(host=args.host, port=args.port, debug=args.debug, threaded=True)
+    if args.debug:
+        app.run(host=args.host, port=args.port, debug=True, threaded=True)
+        return 0
+    serve_wsgi(app, args.host, args.port)
     return 0
+
+
+def serve_wsgi(app: dash.Dash, host: str, port: int) -> None:
+    """Serve the Dash (WSGI) app with uvicorn, as ``vitscope serve`` does when it mounts the UI."""
+    import uvicorn
+
+    try:
+        from a2wsgi import WSGIMiddleware  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from starlette.middleware.wsgi import WSGIMiddleware
+    uvicorn.run(WSGIMiddleware(app.server), host=host, port=port, log_level="warning")  # type: ignore[arg-type,unused-ignore]
 
 
 if __name__ == "__main__":
