@@ -55,7 +55,7 @@ def run(url: str, clicks: int) -> int:
     d = browser.driver
     try:
         d.get(url + "/")
-        wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload input[type=file]"), "the upload field")
+        wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload-input"), "the upload field")
         upload(d, IMAGE)
         wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".strip-pick.strip-active"), "the uploaded image")
         for m in (BASELINE_MODEL, TEST_MODEL):

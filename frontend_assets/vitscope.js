@@ -187,7 +187,6 @@
   /* Keyboard reach for the parts Dash renders as plain divs (the drop zone, the copy button) and names for the
    * slider handles. */
   var KEYBOARD = [
-    ["#img-upload > div", "Choose image files to upload"],
     [".ctl-link-row .clip", "Copy the permalink"],
   ];
   var NAMES = [
@@ -218,6 +217,90 @@
     });
   }
 
+  // --- uploads: straight to the API where the page can reach it, else through the UI server ----------------
+  function setProps(id, props) {
+    var sp = window.dash_clientside && window.dash_clientside.set_props;
+    if (sp) sp(id, props);
+  }
+
+  function postFile(url, file) {
+    var form = new FormData();
+    form.append("file", file, file.name);
+    return fetch(url, { method: "POST", body: form, credentials: "same-origin" }).then(function (r) {
+      var type = r.headers.get("content-type") || "";
+      if (type.indexOf("json") < 0) return { json: false, status: r.status };
+      return r.json().then(
+        function (body) { return { json: true, status: r.status, body: body }; },
+        function () { return { json: false, status: r.status }; }
+      );
+    }, function (e) {
+      return { json: false, status: 0, message: "the server did not answer (" + e + ")" };
+    });
+  }
+
+  function uploadOne(file) {
+    // The API's own route keeps its own size limit; a 401/403/404/405 or a non-JSON answer means it is not
+    // reachable from here (token, UI on its own, a proxy): then the UI server passes the file on.
+    return postFile("/api/v1/images", file).then(function (res) {
+      if (res.json && [401, 403, 404, 405].indexOf(res.status) < 0) return res;
+      return postFile(prefix() + "_vitscope/upload", file);
+    }).then(function (res) {
+      var ok = (res.status === 200 || res.status === 201) && res.body && res.body.id;
+      return { name: file.name, ok: !!ok, status: res.status, body: res.body || null, message: res.message || null };
+    });
+  }
+
+  function uploadFiles(fileList) {
+    var files = Array.prototype.slice.call(fileList || []);
+    if (!files.length) return;
+    setProps("img-upload-status", { children: "Uploading " + files.length + " file(s)…" });
+    Promise.all(files.map(uploadOne)).then(function (results) {
+      setProps("img-upload-status", { children: null });
+      setProps("img-uploaded", { data: { results: results, at: Date.now() } });
+    });
+  }
+
+  function hookUpload() {
+    var zone = document.getElementById("img-upload");
+    if (!zone || zone.__vitscopeUpload) return;
+    zone.__vitscopeUpload = true;
+    var input = document.getElementById("img-upload-input");
+    if (!input) {
+      input = document.createElement("input");
+      input.type = "file";
+      input.multiple = true;
+      input.id = "img-upload-input";
+      input.className = "visually-hidden";
+      input.tabIndex = -1;
+      input.setAttribute("aria-hidden", "true");
+      document.body.appendChild(input);
+      input.addEventListener("change", function () {
+        var files = Array.prototype.slice.call(input.files || []);
+        input.value = "";
+        uploadFiles(files);
+      });
+    }
+    zone.setAttribute("tabindex", "0");
+    zone.setAttribute("role", "button");
+    zone.setAttribute("aria-label", "Choose image files to upload, or drop them here");
+    zone.addEventListener("click", function () { input.click(); });
+    zone.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Enter" && ev.key !== " ") return;
+      ev.preventDefault();
+      input.click();
+    });
+    zone.addEventListener("dragover", function (ev) {
+      ev.preventDefault();
+      zone.classList.add("dropzone-active");
+    });
+    zone.addEventListener("dragleave", function () { zone.classList.remove("dropzone-active"); });
+    zone.addEventListener("drop", function (ev) {
+      ev.preventDefault();
+      zone.classList.remove("dropzone-active");
+      uploadFiles(ev.dataTransfer && ev.dataTransfer.files);
+    });
+  }
+
   var hookQueued = false;
   new MutationObserver(function () {
     if (hookQueued) return;
@@ -226,11 +309,13 @@
       hookQueued = false;
       hookClicks();
       hookKeyboard();
+      hookUpload();
     });
   }).observe(document.documentElement, { childList: true, subtree: true });
 
   window.vitscope = {
     showQuery: showQuery,
+    uploadFiles: uploadFiles,
 
     /* The small multiples ask the server only while their panel is open. */
     headsRequest: function (isOpen, meta, layer, query) {

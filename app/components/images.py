@@ -6,11 +6,10 @@ and the rest of the page keeps working. The strip picks the image the attention 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from functools import partial
 from typing import Any
 
+import flask
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
@@ -21,6 +20,12 @@ from app.context import AppContext
 from app.images import decode, thumbnail, to_data_uri
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+
+
+def _json_error(status: int, code: str, message: str) -> Any:
+    response = flask.jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    return response
 
 
 def empty_images() -> dict[str, Any]:
@@ -48,23 +53,19 @@ def layout(ctx_: AppContext) -> html.Section:
             html.H2("1 · Images", id="img-heading"),
             html.Div(
                 [
-                    dcc.Upload(
-                        html.Div(
-                            [
-                                html.Strong("Drop images here"),
-                                html.Span(" or "),
-                                html.Span("choose files", className="linkish"),
-                                html.Div(
-                                    "JPEG, PNG, WebP, BMP, GIF, TIFF · several at once", className="hint"
-                                ),
-                            ]
-                        ),
+                    html.Div(
+                        [
+                            html.Strong("Drop images here"),
+                            html.Span(" or "),
+                            html.Span("choose files", className="linkish"),
+                            html.Div("JPEG, PNG, WebP, BMP, GIF, TIFF · several at once", className="hint"),
+                            html.Div(id="img-upload-status", className="hint", role="status"),
+                        ],
                         id="img-upload",
-                        multiple=True,
-                        max_size=MAX_UPLOAD_BYTES,
                         className="dropzone",
-                        className_active="dropzone dropzone-active",
+                        title="Drop image files here, or press Enter to choose them",
                     ),
+                    dcc.Store(id="img-uploaded"),
                     html.Div(
                         [
                             html.Div("Or add an example photograph:", className="hint"),
@@ -111,49 +112,65 @@ def _add(store: dict[str, Any] | None, body: dict[str, Any], name: str) -> dict[
     return store
 
 
-def _decode_upload(contents: str) -> bytes:
-    try:
-        _, b64 = contents.split(",", 1)
-        return base64.b64decode(b64, validate=False)
-    except (ValueError, binascii.Error) as exc:
-        raise ApiError("the browser sent a file the page could not read") from exc
-
-
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
+
+    @app.server.route("/_vitscope/upload", methods=["POST"])
+    def upload_proxy() -> Any:
+        """One image file from the page's drop zone (multipart ``file``), passed on to ``POST /images``.
+
+        The page tries ``/api/v1/images`` on its own origin first (the API's own upload limit applies there)
+        and comes here when that is not the API (the UI on its own, behind a proxy, or with a token).
+        """
+        sent = flask.request.files.get("file")
+        if sent is None:
+            return _json_error(400, "bad_request", "send the image as the multipart field 'file'")
+        data = sent.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            return _json_error(413, "too_large", f"the file is over {MAX_UPLOAD_BYTES:,} bytes")
+        try:
+            body = client.upload_image(data, sent.filename or "upload", sent.mimetype)
+        except ApiError as exc:
+            return _json_error(exc.status or 502, exc.code, exc.message)
+        response = flask.jsonify(body)
+        response.status_code = 201
+        return response
 
     @app.callback(
         Output(IMG_STORE, "data", allow_duplicate=True),
         Output("img-error", "children", allow_duplicate=True),
-        Output("img-upload", "contents"),
-        Input("img-upload", "contents"),
-        State("img-upload", "filename"),
+        Input("img-uploaded", "data"),
         State(IMG_STORE, "data"),
         prevent_initial_call=True,
     )
-    def upload(contents: list[str] | None, filenames: list[str] | None, store: dict[str, Any] | None) -> Any:
-        if not contents:
+    def uploaded(done: dict[str, Any] | None, store: dict[str, Any] | None) -> Any:
+        """The page's script uploaded files (``vitscope.uploadFiles``): add the images, say what failed."""
+        results = (done or {}).get("results") or []
+        if not results:
             raise PreventUpdate
-        names = filenames or [f"upload {i + 1}" for i in range(len(contents))]
         errors: list[Any] = []
         added = 0
-        for content, name in zip(contents, names, strict=False):
-            try:
-                body = client.upload_image(_decode_upload(content), name)
-            except ApiError as exc:
-                errors.append(html.Li([html.Strong(name), f": {exc.message}"]))
+        for res in results:
+            name = str(res.get("name") or "upload")
+            raw_body = res.get("body")
+            body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
+            if res.get("ok") and body.get("id"):
+                store = _add(store, body, name)
+                added += 1
                 continue
-            store = _add(store, body, name)
-            added += 1
-        message = (
+            raw_err = body.get("error")
+            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
+            message = err.get("message") or res.get("message") or f"the upload failed ({res.get('status')})"
+            errors.append(html.Li([html.Strong(name), f": {message}"]))
+        message_div = (
             html.Div(
-                [html.Span(f"{len(errors)} of {len(contents)} file(s) were not added:"), html.Ul(errors)],
+                [html.Span(f"{len(errors)} of {len(results)} file(s) were not added:"), html.Ul(errors)],
                 className="error-text",
             )
             if errors
             else None
         )
-        return (store if added else no_update), message, None
+        return (store if added else no_update), message_div
 
     @app.callback(
         Output(IMG_STORE, "data", allow_duplicate=True),

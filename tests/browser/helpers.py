@@ -53,7 +53,7 @@ def heatmap(driver: WebDriver, graph_id: str) -> dict[str, Any] | None:
 
 
 def upload(driver: WebDriver, path: Path) -> None:
-    field = driver.find_element(By.CSS_SELECTOR, "#img-upload input[type=file]")
+    field = driver.find_element(By.CSS_SELECTOR, "#img-upload-input")
     field.send_keys(str(path))
 
 

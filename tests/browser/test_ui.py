@@ -54,7 +54,7 @@ def compare(server: Server, browser: Browser, cue_image: Path) -> dict[str, Any]
     """The page with one real image uploaded and the two offline models ticked, both maps drawn."""
     d = browser.driver
     d.get(server.url + "/")
-    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload input[type=file]"), "the upload field")
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload-input"), "the upload field")
     upload(d, cue_image)
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".strip-pick.strip-active"), "the uploaded image")
     for m in MODELS:
