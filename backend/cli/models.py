@@ -1,4 +1,5 @@
-"""`vitscope models list | pull ID... | import FILE`: the model zoo from the command line."""
+"""`vitscope models list | pull [ID...] [--preset NAME] | verify [ID...] | import FILE`: the model zoo from
+the command line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from backend.errors import BadRequest
 
 def register(subparsers: Any) -> None:
     from backend.models import FAMILIES, FORMATS
+    from backend.models.catalog import PRESETS
 
     parser = subparsers.add_parser("models", help="list, download and import pretrained ViTs")
     sub = parser.add_subparsers(dest="models_command", required=True)
@@ -19,10 +21,23 @@ def register(subparsers: Any) -> None:
     ls = sub.add_parser("list", help="the catalogue: id, family, arch, weights available, licence")
     ls.set_defaults(func=_list)
 
-    pull = sub.add_parser("pull", help="download weights into models_cache (needs internet)")
-    pull.add_argument("ids", nargs="+", metavar="ID", help="catalogue id or timm model name")
+    pull = sub.add_parser(
+        "pull", help="download weights into models_cache (needs internet)",
+        description="Print what will be fetched with a size estimate per file, skip what is present, then "
+                    "download with progress. Models without a direct link (SimMIM) get manual instructions.")
+    pull.add_argument("ids", nargs="*", metavar="ID", help="catalogue id or timm model name")
+    pull.add_argument("--preset", choices=list(PRESETS),
+                      help="a named set: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PRESETS.items()))
+    pull.add_argument("--dry-run", action="store_true", help="print the plan only; download nothing")
     pull.add_argument("--no-progress", action="store_true", help="no progress bar")
     pull.set_defaults(func=_pull)
+
+    verify = sub.add_parser(
+        "verify", help="recompute the sha256 of weights files and compare with the recorded digests",
+        description="One line per model: OK, MISMATCH (expected, got), NO RECORD or MISSING. Exit status 1 "
+                    "when any file does not match its record.")
+    verify.add_argument("ids", nargs="*", metavar="ID", help="default: every model whose weights are present")
+    verify.set_defaults(func=_verify)
 
     imp = sub.add_parser("import", help="convert an original checkpoint and add it to the catalogue")
     imp.add_argument("file", type=Path, help="checkpoint file (.pth, .pth.tar, .bin, .safetensors)")
@@ -62,11 +77,59 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from backend.models import pull
+    from backend.models import models_cache_dir
+    from backend.models import plan as p
 
-    for model_id in args.ids:
-        print(f"{model_id}: {pull(model_id, progress=not args.no_progress)}")
-    return 0
+    items = p.plan_pull(p.resolve_ids(args.ids, args.preset))
+    what = f"preset '{args.preset}'" if args.preset else "pull"
+    print(f"{what}: {len(items)} model{'s' * (len(items) != 1)} into {models_cache_dir()}")
+    print("\n".join(p.plan_table(items)))
+    print(p.plan_summary(items))
+    for item in items:
+        if item.action == p.MANUAL:
+            print("\n".join(["", *p.manual_instructions(item)]))
+        elif item.action == p.MISSING:
+            print("\n" + p.missing_instructions(item))
+    if args.dry_run:
+        print("\nDry run: nothing downloaded.")
+        return 0
+    p.check_can_download(items)
+    if p.to_download(items):
+        print()
+    failures = p.download(items, progress=not args.no_progress, echo=lambda line: print(line, flush=True))
+    print("\n" + _pull_outcome(items, failures))
+    return 1 if failures or any(i.action == p.MISSING for i in items) else 0
+
+
+def _pull_outcome(items: list[Any], failures: list[str]) -> str:
+    from backend.models import plan as p
+
+    downloads = len(p.to_download(items))
+    present = sum(i.action == p.PRESENT for i in items)
+    missing = [i.spec.id for i in items if i.action in (p.MANUAL, p.MISSING)]
+    text = f"Done: {downloads - len(failures)} downloaded, {present} already present"
+    if missing:
+        text += f", still missing: {', '.join(missing)} (see above)"
+    if failures:
+        text += f", {len(failures)} failed"
+    return text + "."
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from backend.models.verify import MISMATCH, specs_to_verify, verify_spec
+
+    specs = specs_to_verify(args.ids)
+    width = max((len(s.id) for s in specs), default=0)
+    counts: dict[str, int] = {}
+    for verdict in map(verify_spec, specs):
+        print(verdict.line(width), flush=True)
+        counts[verdict.status] = counts.get(verdict.status, 0) + 1
+    if not counts:
+        print("no model has weights in the models cache or the demo folder: nothing to verify")
+    else:
+        summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+        print(f"{sum(counts.values())} checked: {summary}")
+    return 1 if counts.get(MISMATCH) else 0
 
 
 def _import(args: argparse.Namespace) -> int:

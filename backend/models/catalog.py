@@ -56,6 +56,8 @@ class ModelSpec:
     description: str = ""
     untrained: bool = False
     card: dict[str, Any] | None = field(default=None, compare=False)
+    # Estimated size in MB (10^6 bytes) of the file `pull` fetches (WEIGHTS.md sections 2-3); None: unknown.
+    size_mb: float | None = None
 
 
 def models_cache_dir() -> Path:
@@ -119,57 +121,78 @@ _SIMMIM_PAGE = (
 )
 _DINOV2_224 = {"pretrained_cfg_overlay": {"input_size": (3, 224, 224)}}  # not img_size: WEIGHTS.md 5.4 trap 4
 
-def _timm(model_id: str, family: str, paper: str, arch: str, license: str, description: str,
+# Estimated file sizes in MB (10^6 bytes), from WEIGHTS.md: fp32 ViT-S/16 86.7 (88.2 with the 1000-class
+# head; DINOv2 ViT-S/14 88.2), ViT-B/16 343 (346 with a head), SimMIM ViT-B about 345. A MoCo v3 release file
+# holds base + momentum encoders, projectors and predictor: ViT-B about 863 (team notes), ViT-S computed the
+# same way (about 84 M fp32 values: 337).
+_MB_S, _MB_S_HEAD, _MB_B, _MB_B_HEAD = 86.7, 88.2, 343.0, 346.0
+_MB_DINOV2_S, _MB_MOCO_S, _MB_MOCO_B, _MB_SIMMIM = 88.2, 337.0, 863.0, 345.0
+
+
+def _timm(model_id: str, family: str, paper: str, arch: str, license: str, description: str, size_mb: float,
           arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
     hub_repo = f"timm/{arch}"
     return ModelSpec(model_id, family, paper, arch, arch_kwargs or {}, "timm", hub_repo, "timm", license,
-                     description)
+                     description, size_mb=size_mb)
 
 
 def _release(model_id: str, family: str, paper: str, arch: str, arch_kwargs: dict[str, Any], url: str,
-             converter: str, license: str, description: str) -> ModelSpec:
-    return ModelSpec(model_id, family, paper, arch, arch_kwargs, "url", url, converter, license, description)
+             converter: str, license: str, description: str, size_mb: float) -> ModelSpec:
+    return ModelSpec(model_id, family, paper, arch, arch_kwargs, "url", url, converter, license, description,
+                     size_mb=size_mb)
 
 
 _BUILTIN: tuple[ModelSpec, ...] = (
     _release("mocov3-vit-s16", "cl", _MOCOV3, "vit_small_patch16_224", {"num_heads": 12, **IN_NORM},
              _MOCO_URL.format(s="s"), "mocov3", "cc-by-nc-4.0",
              "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder; 12 heads (head dim 32), frozen random patch "
-             "embed."),
+             "embed.", _MB_MOCO_S),
     _release("mocov3-vit-b16", "cl", _MOCOV3, "vit_base_patch16_224", dict(IN_NORM), _MOCO_URL.format(s="b"),
              "mocov3", "cc-by-nc-4.0", "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's "
-             "CL model."),
+             "CL model.", _MB_MOCO_B),
     _timm("dino-vit-s16", "cl", _DINO, "vit_small_patch16_224.dino", "apache-2.0",
-          "DINO ViT-S/16 teacher backbone, IN-1k."),
+          "DINO ViT-S/16 teacher backbone, IN-1k.", _MB_S),
     _timm("dino-vit-b16", "cl", _DINO, "vit_base_patch16_224.dino", "apache-2.0",
-          "DINO ViT-B/16 teacher backbone, IN-1k."),
+          "DINO ViT-B/16 teacher backbone, IN-1k.", _MB_B),
     _timm("mae-vit-b16", "mim", _MAE, "vit_base_patch16_224.mae", "cc-by-nc-4.0 (non-commercial)",
-          "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k."),
+          "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k.", _MB_B),
     ModelSpec("simmim-vit-b16", "mim", _SIMMIM, "beit_base_patch16_224", {**SIMMIM_BEIT_KWARGS, **IN_NORM},
               "manual", _SIMMIM_PAGE, "simmim", "mit",
               f"SimMIM ViT-B/16, 800 ep IN-1k (the paper's MIM model), as timm Beit with one shared relative "
-              f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it."),
+              f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it.",
+              size_mb=_MB_SIMMIM),
     _timm("dinov2-vit-s14", "hybrid", _DINOV2, "vit_small_patch14_dinov2.lvd142m", "apache-2.0",
           "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16).",
-          _DINOV2_224),
+          _MB_DINOV2_S, _DINOV2_224),
     _timm("dinov2-vit-s14-reg4", "hybrid", f"{_DINOV2}; {_REG}", "vit_small_patch14_reg4_dinov2.lvd142m",
           "apache-2.0", "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px.",
-          _DINOV2_224),
+          _MB_DINOV2_S, _DINOV2_224),
     _release("ibot-vit-s16", "hybrid", _IBOT, "vit_small_patch16_224", dict(IN_NORM),
-             _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k."),
+             _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k.",
+             _MB_S),
     _release("ibot-vit-b16", "hybrid", _IBOT, "vit_base_patch16_224", dict(IN_NORM),
              _IBOT_URL.format(d="vitb_16"), "ibot", "apache-2.0",
-             "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16."),
+             "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16.",
+             _MB_B),
     _timm("deit-vit-s16", "supervised", _DEIT, "deit_small_patch16_224.fb_in1k", "apache-2.0",
-          "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed."),
+          "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed.", _MB_S_HEAD),
     _timm("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", "apache-2.0",
-          "DeiT-B/16 supervised on IN-1k, head removed."),
+          "DeiT-B/16 supervised on IN-1k, head removed.", _MB_B_HEAD),
     ModelSpec("random-vit-s16", "baseline", _PARK, "vit_small_patch16_224", dict(IN_NORM), "random", "seed=0",
               "timm", "n/a (random initialisation, no weights)",
               "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.",
               untrained=True),
 )
 BUILTIN: dict[str, ModelSpec] = {s.id: s for s in _BUILTIN}
+
+# `vitscope models pull --preset NAME`: named sets of catalogue ids, fetched in this order.
+PRESETS: dict[str, tuple[str, ...]] = {
+    # The paper's ViT-B/16 set: CL (MoCo v3, DINO), MIM (SimMIM, MAE), hybrid (iBOT), supervised (DeiT).
+    "paper": ("mocov3-vit-b16", "simmim-vit-b16", "mae-vit-b16", "dino-vit-b16", "ibot-vit-b16",
+              "deit-vit-b16"),
+    # Small and quick, all timm downloads: CL (DINO ViT-S), hybrid (DINOv2 ViT-S), supervised (DeiT-S).
+    "small": ("dino-vit-s16", "dinov2-vit-s14", "deit-vit-s16"),
+}
 
 
 # ---------------------------------------------------------------------------------------------- cards

@@ -7,7 +7,6 @@ description, weights (file name next to the card), sha256, plus provenance (``so
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from backend.models.catalog import (
 )
 from backend.models.converters import FORMATS, convert, convert_timm, load_strict, read_checkpoint
 from backend.models.loading import build_model
-from backend.models.weights import file_digest
+from backend.models.weights import record_digest, sha256_of
 
 # Licences of the original releases (the repos' licences cover their weights).
 FORMAT_LICENSES = {"mocov3": "cc-by-nc-4.0", "mae": "cc-by-nc-4.0", "simmim": "mit", "dino": "apache-2.0",
@@ -88,11 +87,6 @@ def _check_new_name(name: str, family: str, *, allow_demo: bool = False) -> None
     demo = demo_models_dir() / f"{name}.json"
     if demo.is_file() and not allow_demo:
         raise BadRequest(f"{name!r} is a shipped demo model ({demo}); choose another name")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _atomic_write(dest: Path, write: Callable[[Path], object]) -> None:
@@ -171,8 +165,8 @@ def import_checkpoint(
         "license": license_,
         "description": target.description if target else f"Imported from {path.name} ({fmt} format).",
         "weights": weights.name,
-        "sha256": file_digest(weights),
-        "source": {"file": path.name, "format": fmt, "sha256": _sha256(path), "trusted": trusted},
+        "sha256": record_digest(weights, "import"),
+        "source": {"file": path.name, "format": fmt, "sha256": sha256_of(path), "trusted": trusted},
         "imported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _write_card(card, weights.with_suffix(".json"))
@@ -216,7 +210,7 @@ def register_trained(
         "arch": arch,
         "arch_kwargs": arch_kwargs,
         "weights": target.name,
-        "sha256": file_digest(target),
+        "sha256": record_digest(target, "register"),
     }
     card_path = target.with_suffix(".json")
     _write_card(full, card_path)

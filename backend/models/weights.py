@@ -10,17 +10,23 @@ Nothing here touches the network unless ``pull`` is called.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 from backend.errors import BadRequest, WeightsUnavailable
 from backend.models.catalog import BUILTIN, SIMMIM_FILE, ModelSpec, get_spec, imported_dir, models_cache_dir
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # the order timm tries (WEIGHTS.md 5.2)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,17 @@ def _hub_files(spec: ModelSpec) -> tuple[str, ...]:
 
 
 def release_file(spec: ModelSpec) -> Path:
-    """Original release file for ``url`` / ``manual`` sources."""
-    name = SIMMIM_FILE if spec.source == "manual" else Path(urlparse(spec.location).path).name
-    return releases_dir() / name
+    """Original release file for ``url`` / ``manual`` sources: ``releases/<file name of the URL>``, prefixed
+    with the URL's folder when catalogue models share a file name (``vitb_16-checkpoint_teacher.pth``)."""
+    if spec.source == "manual":
+        return releases_dir() / SIMMIM_FILE
+    url_path = PurePosixPath(urlparse(spec.location).path)
+    shared = any(
+        other.source == "url" and other.location != spec.location
+        and PurePosixPath(urlparse(other.location).path).name == url_path.name
+        for other in BUILTIN.values()
+    )
+    return releases_dir() / (f"{url_path.parent.name}-{url_path.name}" if shared else url_path.name)
 
 
 def expected_file(spec: ModelSpec) -> str:
@@ -132,6 +146,12 @@ def unavailable(spec: ModelSpec, reason: str = "") -> WeightsUnavailable:
 
 
 # ---------------------------------------------------------------------------------------------- digests
+# A sidecar ``<file>.sha256`` is JSON: ``sha256``/``size``/``mtime_ns`` cache the digest of the file as it is
+# now (recomputed when size or mtime change), and ``recorded`` keeps the digest taken when the file was pulled
+# or imported (``sha256``, ``size``, ``by``, ``at``): the reference `vitscope models verify` compares against.
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
 def _digest_sidecar(path: Path) -> Path:
     """Next to the file inside the models cache; elsewhere (demo models in git) under models_cache/digests."""
     cache = models_cache_dir().resolve()
@@ -141,24 +161,83 @@ def _digest_sidecar(path: Path) -> Path:
     return cache / "digests" / f"{key}-{path.name}.sha256"
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a weights file, cached in a sidecar keyed by size and mtime so it is computed once."""
-    stat = path.stat()
-    sidecar = _digest_sidecar(path)
-    try:
-        cached = json.loads(sidecar.read_text())
-        if cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
-            return str(cached["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+def sha256_of(path: Path) -> str:
+    """sha256 hex of the file's bytes, computed now."""
     with path.open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The digest sidecar of a weights file; {} when there is none or it is unreadable."""
     try:
-        sidecar.parent.mkdir(parents=True, exist_ok=True)
-        sidecar.write_text(json.dumps({"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
-    except OSError:
-        pass  # read-only cache: recompute next time
+        data = json.loads(_digest_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_sidecar(path: Path, data: dict[str, Any]) -> None:
+    sidecar = _digest_sidecar(path)
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def recorded_digest(sidecar: dict[str, Any]) -> str | None:
+    """The digest recorded at pull / import time, if the sidecar has one."""
+    recorded = sidecar.get("recorded")
+    digest = recorded.get("sha256") if isinstance(recorded, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a weights file, cached in a sidecar keyed by size and mtime so it is computed once.
+
+    The digest recorded at pull / import time is kept; a file that no longer matches it is logged (the
+    returned digest is always that of the current bytes, so cache keys follow the file)."""
+    stat = path.stat()
+    data = read_sidecar(path)
+    cached = data.get("sha256")
+    same_file = (data.get("size"), data.get("mtime_ns")) == (stat.st_size, stat.st_mtime_ns)
+    if isinstance(cached, str) and same_file:
+        return cached
+    digest = sha256_of(path)
+    recorded = recorded_digest(data)
+    if recorded is not None and recorded != digest:
+        log.warning("weights file %s changed since its digest was recorded (sha256 %s, now %s); "
+                    "check it with `vitscope models verify`", path, recorded, digest)
+    with contextlib.suppress(OSError):  # read-only cache: recompute next time
+        _write_sidecar(path, {**data, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return digest
+
+
+def record_digest(path: Path, by: str) -> str:
+    """Hash the file now and record that digest as its reference (called when it is pulled or imported)."""
+    stat = path.stat()
+    digest = sha256_of(path)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    recorded = {"sha256": digest, "size": stat.st_size, "by": by, "at": at}
+    try:
+        _write_sidecar(path, {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                              "recorded": recorded})
+    except OSError as exc:
+        log.warning("could not record the sha256 of %s: %s", path, exc)
+    return digest
+
+
+def hub_blob_digest(path: Path) -> str | None:
+    """For a Hugging Face cache file stored as an LFS blob, the sha256 its blob name says; else None.
+
+    ``snapshots/<commit>/<file>`` links to ``blobs/<sha256>`` for LFS files (non-LFS blobs are named by a
+    40-hex git hash, and caches without symlinks hold plain copies: neither names a sha256)."""
+    if not path.is_symlink():
+        return None
+    blob = path.resolve()
+    return blob.name if blob.parent.name == "blobs" and _SHA256_RE.match(blob.name) else None
 
 
 # ---------------------------------------------------------------------------------------------- downloads
@@ -179,9 +258,22 @@ def pull_spec(spec: ModelSpec, progress: bool = True) -> Path:
     if offline():
         raise unavailable(spec, "offline mode is set (HF_HUB_OFFLINE), so nothing can be downloaded")
     try:
-        return _pull_hub(spec, progress) if spec.source == "timm" else _pull_url(spec, progress)
+        path = _pull_hub(spec, progress) if spec.source == "timm" else _pull_url(spec, progress)
     except OSError as exc:  # network errors of huggingface_hub and urllib are OSErrors
         raise unavailable(spec, f"the download failed: {exc}") from exc
+    _record_pulled(spec, path)
+    return path
+
+
+def _record_pulled(spec: ModelSpec, path: Path) -> None:
+    """Record the digest of a fresh download; a hub blob whose bytes do not match its name is refused."""
+    blob = hub_blob_digest(path)
+    digest = record_digest(path, "pull")
+    if blob is not None and blob != digest:
+        for leftover in (path.resolve(), path, _digest_sidecar(path)):
+            leftover.unlink(missing_ok=True)
+        raise unavailable(spec, f"the downloaded file was corrupt (sha256 {digest}, its hub blob name says "
+                                f"{blob}) and was deleted; pull again")
 
 
 def _pull_hub(spec: ModelSpec, progress: bool) -> Path:
