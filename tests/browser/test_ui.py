@@ -158,3 +158,18 @@ def test_text_file_upload_shows_the_error_and_the_page_keeps_working(
         lambda: maps_where(d, lambda m: all(x["meta"]["query"] == 12 * 14 + 1 for x in m)),
         "both maps for query patch (12, 1) after the failed upload",
     )
+
+
+def test_a_large_photo_uploads(browser: Browser, compare: dict[str, Any], tmp_path: Path) -> None:
+    """Over 1 MB: the page sends the file itself, not as base64 in a Dash callback (body limits stop that)."""
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big-photo.png"
+    Image.fromarray((np.random.default_rng(0).random((720, 1000, 3)) * 255).astype("uint8")).save(big)
+    assert big.stat().st_size > 2_000_000
+    d = browser.driver
+    upload(d, big)
+    wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, ".strip-pick")) == 2, "the large photo in the set")
+    assert "big-photo.png" in d.find_element(By.ID, "img-strip").text
+    assert not d.find_element(By.ID, "img-error").text
