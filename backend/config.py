@@ -44,6 +44,9 @@ def _split_list(value: Any) -> Any:
 CommaList = Annotated[list[str], NoDecode]
 
 
+# The shipped demo models (offline, trained by vitscope) and the random baseline; the first is the default.
+DEFAULT_MODELS = ("cifar-cl-vit-t4", "cifar-mim-vit-t4", "cifar-hybrid-vit-t4", "random-vit-s16")
+
 class Settings(BaseSettings):
     """Service settings. Environment: ``VITSCOPE_<FIELD>`` (upper case), plus ``REDIS_URL``."""
 
@@ -111,7 +114,7 @@ class Settings(BaseSettings):
     # -- model runner ----------------------------------------------------------------------------------------
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N: one runner per device.")
     default_models: CommaList = Field(
-        default_factory=lambda: ["random-vit-s16"], description="Models loaded and run once before /ready."
+        default_factory=lambda: list(DEFAULT_MODELS), description="Models loaded and run once before /ready."
     )
     warmup: bool = Field(
         default=True, description="Load the default models and run one dummy forward at start-up."

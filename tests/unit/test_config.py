@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from backend.config import MiB, Settings
+from backend.config import DEFAULT_MODELS, MiB, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def test_defaults_are_safe() -> None:
     s = Settings()
     assert s.host == "127.0.0.1" and s.port == 8000
     assert s.token is None and s.cors_origins == [] and s.redis_url is None
-    assert s.allow_downloads is False and s.default_models == ["random-vit-s16"]
+    assert s.allow_downloads is False and s.default_models == list(DEFAULT_MODELS)
     assert s.max_wait_s == pytest.approx(0.005)
 
 
