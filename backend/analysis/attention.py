@@ -168,7 +168,7 @@ def _row_stats(a: Tensor, dist: Tensor) -> _RowStats:
     weighted = torch.einsum("...qk,qk->...q", a, dist)
     x = a + NMI_EPS
     inv_s = 1.0 / (mass + q * NMI_EPS)
-    x_log_x = torch.linalg.vecdot(x, x.log())
+    x_log_x = x.log().mul_(x).sum(-1)  # in place: one temporary instead of two
     col = (inv_s.unsqueeze(-2) @ x).squeeze(-2)
     return _RowStats(mass, weighted, x_log_x, col)
 

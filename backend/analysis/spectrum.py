@@ -67,8 +67,8 @@ def high_frequency_delta(z: Tensor, grid: tuple[int, int], num_prefix: int) -> T
     return high_frequency_deltas([z], grid, num_prefix)[0]
 
 
-def _last_bin_basis(grid: tuple[int, int], device: torch.device) -> Tensor:
-    """``(3, Np)`` float64: 1, cos and sin of ``2 pi (m r / H + m c / W)`` with ``m = min(H, W) // 2 - 1``."""
+def _last_bin_basis(grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(2, Np)``: cos and sin of ``2 pi (m r / H + m c / W)`` with ``m = min(H, W) // 2 - 1``."""
     h, w = check_grid(grid)
     bins = min(h, w) // 2
     if bins < 1:
@@ -77,7 +77,7 @@ def _last_bin_basis(grid: tuple[int, int], device: torch.device) -> Tensor:
     t = torch.arange(h * w, device=device)
     turns = (m * (t // w) * w + m * (t % w) * h) % (h * w)  # reduced modulo 2 pi in exact integers
     theta = (2 * math.pi / (h * w)) * turns.to(torch.float64)
-    return torch.stack([torch.ones_like(theta), torch.cos(theta), torch.sin(theta)])
+    return torch.stack([torch.cos(theta), torch.sin(theta)]).to(dtype)
 
 
 def high_frequency_deltas(states: Sequence[Tensor], grid: tuple[int, int], num_prefix: int) -> Tensor:
@@ -90,8 +90,19 @@ def high_frequency_deltas(states: Sequence[Tensor], grid: tuple[int, int], num_p
                 f"states must be (..., N, C) of one shape, got {tuple(z.shape)} and {tuple(states[0].shape)}"
             )
         check_tokens(z.shape[-2], grid, num_prefix)
-    basis = _last_bin_basis(grid, states[0].device)
-    coeffs = torch.stack([basis @ z[..., num_prefix:, :].to(torch.float64) for z in states])  # (S, ..., 3, C)
-    log_dc = torch.log(coeffs[..., 0, :].abs() + AMPLITUDE_EPS).mean(-1)
-    log_m = torch.log(torch.hypot(coeffs[..., 1, :], coeffs[..., 2, :]) + AMPLITUDE_EPS).mean(-1)
-    return (log_m - log_dc).to(as_float(states[0]).dtype)
+    dtype = as_float(states[0]).dtype
+    if min(grid) // 2 == 1:  # the last bin is the zero frequency itself: delta(0) = 0 by definition
+        return torch.zeros(len(states), *states[0].shape[:-2], dtype=dtype, device=states[0].device)
+    basis = _last_bin_basis(grid, states[0].device, dtype)
+    dc, fm = [], []
+    for z in states:
+        patches = as_float(z[..., num_prefix:, :])
+        dc.append(patches.sum(-2))
+        # A non-zero frequency ignores any per-channel offset, so subtracting the first token changes nothing
+        # in exact arithmetic and keeps float32 exact where it matters: constant tokens give exactly 0 here
+        # (the -19.094 check value), which a float32 product over the raw tokens would not.
+        fm.append(basis @ (patches - patches[..., :1, :]))  # (..., 2, C)
+    dcs, fms = torch.stack(dc), torch.stack(fm)
+    log_dc = torch.log(dcs.abs() + AMPLITUDE_EPS).mean(-1)
+    log_m = torch.log(torch.hypot(fms[..., 0, :], fms[..., 1, :]) + AMPLITUDE_EPS).mean(-1)
+    return log_m - log_dc
