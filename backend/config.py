@@ -6,11 +6,12 @@ that echoes it and says what is allowed (pydantic raises; `vitscope serve` print
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,21 +48,149 @@ CommaList = Annotated[list[str], NoDecode]
 # The shipped demo models (offline, trained by vitscope) and the random baseline; the first is the default.
 DEFAULT_MODELS = ("cifar-cl-vit-t4", "cifar-mim-vit-t4", "cifar-hybrid-vit-t4", "random-vit-s16")
 
-class Settings(BaseSettings):
-    """Service settings. Environment: ``VITSCOPE_<FIELD>`` (upper case), plus ``REDIS_URL``."""
+UI_AUTH_MODES = ("none", "password", "proxy-header")
+MIN_UI_PASSWORD = 12
+# An HTTP header name (RFC 9110 token).
+_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+# Headers a browser sends by itself, or that proxies and HTTP set for other purposes: useless as a proof that
+# the reverse proxy authenticated the user.
+_BROWSER_HEADERS = frozenset(
+    {
+        "accept", "accept-encoding", "accept-language", "authorization", "cache-control", "connection",
+        "content-length", "content-type", "cookie", "dnt", "forwarded", "host", "origin", "pragma", "range",
+        "referer", "te", "transfer-encoding", "upgrade", "upgrade-insecure-requests", "user-agent",
+        "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "x-requested-with",
+    }
+)  # fmt: skip
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+TRUSTED_PROXIES = ("127.0.0.1", "::1")
+
+
+def _check_secret_token(value: SecretStr | None) -> SecretStr | None:
+    if value is None or not value.get_secret_value():
+        return None
+    secret = value.get_secret_value()
+    if len(secret) < 16:
+        raise ValueError(
+            f"api_token is {len(secret)} characters long; use at least 16 (e.g. `openssl rand -hex 16`)"
+        )
+    if any(c.isspace() for c in secret):
+        raise ValueError("api_token must not contain whitespace")
+    return value
+
+
+class UiSettings(BaseSettings):
+    """What the UI process reads: its login mode, class mode and the API token it sends.
+
+    ``python -m app.main`` (the UI on its own) reads only these; ``vitscope serve`` reads them as part of
+    :class:`Settings` and hands them to the UI it mounts.
+    """
 
     model_config = SettingsConfigDict(env_prefix="VITSCOPE_", extra="ignore", populate_by_name=True)
+
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token required on every /api/v1 route except /health (unset: open)."
+    )
+    ui_auth: Literal["none", "password", "proxy-header"] = Field(
+        default="none",
+        description="UI login: none | password (one shared password) | proxy-header (a proxy logs in).",
+    )
+    ui_password: SecretStr | None = Field(
+        default=None, description=f"The shared UI password in password mode ({MIN_UI_PASSWORD}+ characters)."
+    )
+    ui_proxy_header: str = Field(
+        default="X-Forwarded-User",
+        description="Header the reverse proxy sets to the user name in proxy-header mode.",
+    )
+    ui_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front of the UI whose X-Forwarded-For (and -Proto) the UI believes.",
+    )
+    class_mode: bool = Field(
+        default=False,
+        description="Read-only class mode: only the example gallery and the default models; no uploads.",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_secret_token(value)
+
+    @field_validator("ui_auth", mode="before")
+    @classmethod
+    def _auth_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower() or "none"
+            if value not in UI_AUTH_MODES:
+                raise ValueError(f"ui_auth {value!r} is not one of {', '.join(UI_AUTH_MODES)}")
+        return value
+
+    @field_validator("ui_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        return value
+
+    @field_validator("ui_proxy_header")
+    @classmethod
+    def _proxy_header(cls, value: str) -> str:
+        value = value.strip()
+        if not _HEADER_RE.match(value):
+            raise ValueError(
+                f"ui_proxy_header {value!r} is not an HTTP header name (at most 64 letters, digits and "
+                "- _ . ! # $ % & ' * + ^ ` | ~)"
+            )
+        if value.lower() in _BROWSER_HEADERS or value.lower().startswith(("sec-", "accept-", "content-")):
+            raise ValueError(
+                f"ui_proxy_header {value!r} is a header browsers or proxies send for other purposes, so it "
+                "proves nothing; use a header of its own such as X-Forwarded-User or X-Auth-Request-User"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _ui_consistent(self) -> UiSettings:
+        if self.ui_auth == "password":
+            if self.ui_password is None:
+                raise ValueError(
+                    "ui_auth is 'password' but VITSCOPE_UI_PASSWORD is empty; set a shared class password of "
+                    f"at least {MIN_UI_PASSWORD} characters (e.g. `openssl rand -base64 12`), or choose "
+                    "VITSCOPE_UI_AUTH=proxy-header or none"
+                )
+            length = len(self.ui_password.get_secret_value())
+            if length < MIN_UI_PASSWORD:
+                raise ValueError(
+                    f"ui_password is {length} characters long; use at least {MIN_UI_PASSWORD} "
+                    "(e.g. `openssl rand -base64 12`)"
+                )
+        return self
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token is not None else None
+
+    @property
+    def password(self) -> str | None:
+        return self.ui_password.get_secret_value() if self.ui_password is not None else None
+
+
+class Settings(UiSettings):
+    """Service settings. Environment: ``VITSCOPE_<FIELD>`` (upper case), plus ``REDIS_URL``."""
 
     # -- network ---------------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Interface `vitscope serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port `vitscope serve` binds.")
-    api_token: SecretStr | None = Field(
-        default=None, description="Bearer token required on every /api/v1 route except /health (unset: open)."
-    )
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed by CORS (comma separated); empty: CORS off."
     )
     ui: bool = Field(default=True, description="Mount the Dash UI at / of the same process.")
+    trusted_proxies: CommaList = Field(
+        default_factory=lambda: list(TRUSTED_PROXIES),
+        description="Peers (IPs, CIDRs, host names) whose X-Forwarded-For names the client of an upload.",
+    )
 
     # -- cache -----------------------------------------------------------------------------------------------
     redis_url: str | None = Field(
@@ -102,6 +231,12 @@ class Settings(BaseSettings):
         ge=1 * KiB,
         le=256 * MiB,
         description="Largest accepted upload (413 above, while it streams).",
+    )
+    client_uploads_per_hour: int = Field(
+        default=120, ge=0, le=1_000_000, description="Uploads one client may make per hour (0: no cap)."
+    )
+    client_upload_bytes_per_hour: int = Field(
+        default=256 * MiB, ge=0, description="Bytes one client may upload per hour (0: no cap)."
     )
     max_set_images: int = Field(default=64, ge=1, le=1024, description="Most images in one set.")
     max_embedding_points: int = Field(
@@ -144,7 +279,7 @@ class Settings(BaseSettings):
     )
 
     # -- validation ------------------------------------------------------------------------------------------
-    @field_validator("cors_origins", "default_models", mode="before")
+    @field_validator("cors_origins", "default_models", "trusted_proxies", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -167,20 +302,6 @@ class Settings(BaseSettings):
             raise ValueError(f"REDIS_URL {value!r} must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
 
-    @field_validator("api_token")
-    @classmethod
-    def _token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value():
-            return None
-        secret = value.get_secret_value()
-        if len(secret) < 16:
-            raise ValueError(
-                f"api_token is {len(secret)} characters long; use at least 16 (e.g. `openssl rand -hex 16`)"
-            )
-        if any(c.isspace() for c in secret):
-            raise ValueError("api_token must not contain whitespace")
-        return value
-
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
@@ -197,8 +318,28 @@ class Settings(BaseSettings):
                 raise ValueError(f"default model {model_id!r} is not a model id (letters, digits, _ . -)")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return [_trusted_proxy(entry) for entry in value]
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.class_mode and self.allow_downloads:
+            raise ValueError(
+                "class_mode and allow_downloads are both on; class mode is read-only and offers only the "
+                "preloaded models: set VITSCOPE_ALLOW_DOWNLOADS=false (pull models with `vitscope models "
+                "pull` before the lesson)"
+            )
+        if 0 < self.client_upload_bytes_per_hour < self.max_upload_bytes:
+            raise ValueError(
+                f"client_upload_bytes_per_hour {self.client_upload_bytes_per_hour} is below max_upload_bytes "
+                f"{self.max_upload_bytes}: one upload of the largest size would never be accepted; raise it, "
+                "or use 0 for no cap"
+            )
+        problem = mounted_ui_problem(self) if self.ui else None
+        if problem:
+            raise ValueError(problem)
         if self.data_dir_max_bytes < self.max_upload_bytes:
             raise ValueError(
                 f"data_dir_max_bytes {self.data_dir_max_bytes} is below max_upload_bytes "
@@ -210,12 +351,57 @@ class Settings(BaseSettings):
 
     # -- derived ---------------------------------------------------------------------------------------------
     @property
-    def token(self) -> str | None:
-        return self.api_token.get_secret_value() if self.api_token is not None else None
-
-    @property
     def max_wait_s(self) -> float:
         return self.max_wait_ms / 1000.0
+
+
+def _trusted_proxy(entry: str) -> str:
+    """One entry of trusted_proxies: an IP, a CIDR network or a host name; never everyone."""
+    text = entry.strip()
+    if text in ("*", "all", "any"):
+        raise ValueError(
+            f"trusted_proxies {text!r} would let every client choose its own address (X-Forwarded-For); name "
+            "the proxies: IPs, CIDR networks or host names"
+        )
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        if not _HOSTNAME_RE.match(text):
+            raise ValueError(
+                f"trusted_proxies entry {text!r} is not an IP address, a CIDR network (10.0.0.0/8) or a host "
+                "name"
+            ) from None
+        return text.lower()
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"trusted_proxies entry {text!r} matches every address, so every client could choose its own "
+            "address (X-Forwarded-For); name the proxies: IPs, CIDR networks or host names"
+        )
+    if network.num_addresses == 1 and network.network_address.is_unspecified:
+        raise ValueError(f"trusted_proxies entry {text!r} is the unspecified address, never a peer")
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
+
+
+def mounted_ui_problem(settings: Settings) -> str | None:
+    """Why the UI may not be mounted in the API's process with these settings, or None.
+
+    In one process the UI and the API share a port, and the UI calls the API with the API token: the token and
+    a UI login go together. A token with an open UI would hand the token's power to anyone who opens the
+    page; a UI login without a token would leave /api/v1 open beside it.
+    """
+    if settings.token and settings.ui_auth == "none":
+        return (
+            "VITSCOPE_API_TOKEN is set but the UI mounted at / has no login (VITSCOPE_UI_AUTH=none): the UI "
+            "calls the API with the token, so anyone who opens the page could use it; set VITSCOPE_UI_AUTH="
+            "password (with VITSCOPE_UI_PASSWORD) or proxy-header, or serve the API alone (--no-ui)"
+        )
+    if not settings.token and settings.ui_auth != "none":
+        return (
+            f"VITSCOPE_UI_AUTH={settings.ui_auth} protects the UI, but without VITSCOPE_API_TOKEN the API at "
+            "/api/v1 on the same port stays open; set a token too (16+ characters, e.g. `openssl rand -hex "
+            "16`), or set VITSCOPE_UI_AUTH=none"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)
