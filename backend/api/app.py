@@ -15,12 +15,13 @@ from starlette.routing import Match
 
 from backend import __version__
 from backend.api import errors
+from backend.api.clients import TrustedProxies, UploadCaps, UploadLedger
 from backend.api.fastlane import FastLane
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import API_PREFIX, OPEN_PATHS, BearerAuth, BodyLimit, Observe
 from backend.api.routes import api_router
 from backend.cache import Store, make_store
-from backend.config import Settings, get_settings
+from backend.config import Settings, get_settings, mounted_ui_problem
 from backend.errors import VitscopeError
 from backend.runner import Loader, Runner, RunnerPool, resolve_devices
 from backend.service.analysis import AnalysisService, MethodNotAllowed, NotFound
@@ -36,6 +37,8 @@ image modeling (MIM), hybrid and supervised ViTs attend and which frequencies th
   (image sha256, model, weights digest, preprocessing, analysis version).
 * Every error is `{"error": {"code", "message"}}`; the message says what was wrong and what is allowed.
 * With `VITSCOPE_API_TOKEN` set, every route but `/api/v1/health` needs `Authorization: Bearer <token>`.
+* `POST /images` is capped per client and hour (429 with `Retry-After`); in class mode it takes only the
+  example gallery's images (403 otherwise).
 """
 
 TAGS = [
@@ -77,8 +80,14 @@ def create_app(
     api_url: str | None = None,
 ) -> FastAPI:
     """The service. ``store`` and ``loader`` replace the configured ones (tests); ``ui`` overrides
-    ``settings.ui``; ``api_url`` is where the mounted UI reaches this API (default ``http://127.0.0.1:PORT``)."""
+    ``settings.ui``; ``api_url`` is where the mounted UI reaches this API (default ``http://127.0.0.1:PORT``).
+
+    Raises ValueError when the UI is to be mounted with settings that would open the API through it."""
     settings = settings or get_settings()
+    mount_ui = settings.ui if ui is None else ui
+    problem = mounted_ui_problem(settings) if mount_ui else None
+    if problem:
+        raise ValueError(problem)
     metrics = ApiMetrics()
     service = build_service(settings, metrics, store, loader)
     metrics.attach(service)
@@ -118,11 +127,19 @@ def create_app(
         raise NotFound(f"no route /api/v1/{path}; see /docs for the routes under /api/v1")
 
     _install_openapi(app)
-    # Middleware, the last added runs first: Observe -> CORS -> auth -> fast lane -> body limit -> app.
+    # Middleware, the last added runs first:
+    # Observe -> CORS -> auth -> upload caps -> fast lane -> body limit -> app.
     limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
-    app.add_middleware(BodyLimit, default_limit=1024 * 1024, limits={f"{API_PREFIX}/images": limit})
+    # The mounted UI's upload route passes files on to POST /images: the same limit.
+    limits = {f"{API_PREFIX}/images": limit, "/_vitscope/upload": limit}
+    app.add_middleware(BodyLimit, default_limit=1024 * 1024, limits=limits)
     if settings.hot_cache_bytes > 0:
         app.add_middleware(FastLane, service=service)
+    ledger = UploadLedger(settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour)
+    app.state.upload_ledger = ledger
+    if ledger.enabled:
+        trusted = TrustedProxies(settings.trusted_proxies)
+        app.add_middleware(UploadCaps, path=f"{API_PREFIX}/images", ledger=ledger, trusted=trusted)
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:
@@ -135,8 +152,8 @@ def create_app(
         )
     app.add_middleware(Observe, metrics=metrics)
 
-    if settings.ui if ui is None else ui:
-        _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}", settings.token)
+    if mount_ui:
+        _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}", settings)
     return app
 
 
@@ -163,15 +180,13 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _mount_ui(app: FastAPI, api_url: str, token: str | None) -> None:
-    """The Dash UI (a WSGI app) at ``/`` of this process; the API keeps working when the UI cannot load."""
+def _mount_ui(app: FastAPI, api_url: str, settings: Settings) -> None:
+    """The Dash UI (a WSGI app) at ``/`` of this process, behind its login; the API keeps working when the UI
+    cannot load."""
     try:
-        from app.main import create_dash_app  # type: ignore[import-not-found,unused-ignore]
+        from app.main import create_dash_app, ui_options  # type: ignore[import-not-found,unused-ignore]
 
-        try:
-            dash_app = create_dash_app(api_url, requests_pathname_prefix="/", api_token=token)
-        except TypeError:  # a UI without the token argument
-            dash_app = create_dash_app(api_url, requests_pathname_prefix="/")
+        dash_app = create_dash_app(api_url, requests_pathname_prefix="/", **ui_options(settings))
     except (ImportError, VitscopeError, RuntimeError, ValueError, AttributeError, TypeError) as exc:
         log.warning("the Dash UI is not mounted (%s: %s); the API works on its own", type(exc).__name__, exc)
         return

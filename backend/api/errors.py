@@ -24,7 +24,13 @@ from backend.errors import (
     WeightsUnavailable,
 )
 from backend.runner import QueueFull, RequestTimeout, RunnerError, RunnerStopped
-from backend.service.analysis import DownloadsDisabled, MethodNotAllowed, NotFound, PayloadTooLarge
+from backend.service.analysis import (
+    ClassModeRefused,
+    DownloadsDisabled,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,7 @@ STATUS: list[tuple[type[VitscopeError], int]] = [
     (PayloadTooLarge, 413),
     (MethodNotAllowed, 405),
     (DownloadsDisabled, 403),
+    (ClassModeRefused, 403),
     (BadImage, 400),
     (BadRequest, 400),
     (QueueFull, 503),

@@ -71,6 +71,19 @@ class ModelOut(BaseModel):
         default=None,
         description="layers, heads, grid, patch size, prefix tokens, weights digest (once loaded)",
     )
+    default: bool = Field(
+        default=False, description="One of the server's default models (VITSCOPE_DEFAULT_MODELS)"
+    )
+    unavailable_reason: str | None = Field(
+        default=None,
+        description="When not available: why, naming the weights file expected",
+        examples=["no weights in the models cache (expected /data/models_cache/releases/...)"],
+    )
+    fetch_command: str | None = Field(
+        default=None,
+        description="When not available: the command that fetches or imports the weights",
+        examples=["vitscope models pull mae-vit-b16"],
+    )
 
 
 class ModelList(BaseModel):
@@ -204,11 +217,12 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Bad input (the message says what is allowed)",
         401: "Missing or wrong bearer token",
-        403: "Not allowed on this server",
+        403: "Not allowed on this server (downloads off, or class mode)",
         404: "Unknown image, set, job or model",
         409: "Model weights are not available",
         413: "Upload too large",
         422: "Malformed request",
+        429: "Too many uploads from this client in the last hour (Retry-After)",
         503: "Busy (Retry-After) or not ready",
         504: "Timed out waiting for the device",
     }

@@ -68,6 +68,12 @@ class DownloadsDisabled(VitscopeError):
     code = "downloads_disabled"
 
 
+class ClassModeRefused(VitscopeError):
+    """Class mode (VITSCOPE_CLASS_MODE) is read-only: only the gallery's images, no model downloads."""
+
+    code = "class_mode"
+
+
 # ---------------------------------------------------------------------------------------------- model info
 @dataclass(frozen=True)
 class ModelInfo:
@@ -302,8 +308,16 @@ class AnalysisService:
         limit = self.settings.max_upload_bytes
         if len(data) > limit:
             raise PayloadTooLarge(f"the upload is {len(data):,} bytes; at most {limit:,} bytes are allowed")
-        decoded = await asyncio.to_thread(decode_image, data, max_bytes=limit)
         iid = image_id(data)
+        if self.settings.class_mode:
+            from backend.service.gallery import gallery_digests
+
+            if iid not in await asyncio.to_thread(gallery_digests):
+                raise ClassModeRefused(
+                    "this server runs in class mode (VITSCOPE_CLASS_MODE), which allows only the images of "
+                    "the example gallery; pick one there (uploads of your own images are off)"
+                )
+        decoded = await asyncio.to_thread(decode_image, data, max_bytes=limit)
         meta = ImageMeta(decoded.width, decoded.height, decoded.format, len(data), decoded.animated)
         await asyncio.to_thread(self.images.put, iid, data, meta)
         self._remember_decoded(iid, decoded.image)
@@ -817,6 +831,12 @@ class AnalysisService:
         """None when the weights are already there; else a download job (downloads must be allowed)."""
         from backend.models import pull, weights_available
 
+        if self.settings.class_mode:
+            raise ClassModeRefused(
+                f"this server runs in class mode (VITSCOPE_CLASS_MODE), which offers only the preloaded "
+                f"models and never downloads; an operator can run `vitscope models pull {model_id}` before "
+                "the lesson"
+            )
         spec = await self.spec(model_id)
         if await asyncio.to_thread(weights_available, spec):
             return None
@@ -859,4 +879,12 @@ def _project(x: np.ndarray, method: str) -> np.ndarray:
     return out.cpu().numpy()
 
 
-__all__ = ["ANALYSIS_VERSION", "AnalysisService", "Bundle", "ModelInfo", "NotFound", "PayloadTooLarge"]
+__all__ = [
+    "ANALYSIS_VERSION",
+    "AnalysisService",
+    "Bundle",
+    "ClassModeRefused",
+    "ModelInfo",
+    "NotFound",
+    "PayloadTooLarge",
+]

@@ -25,7 +25,7 @@ _MAP_CONTENT = {
     "",
     status_code=201,
     response_model=ImageOut,
-    responses=errors(400, 413, 422),
+    responses=errors(400, 403, 413, 422, 429),
     summary="Upload an image (multipart field `file`)",
 )
 async def upload_image(
@@ -36,6 +36,10 @@ async def upload_image(
 
     The id is the sha256 of the exact bytes: uploading the same bytes again gives the same id. The body is
     refused with 413 as soon as it passes ``VITSCOPE_MAX_UPLOAD_BYTES`` while it streams.
+
+    Each client (its address, or what a trusted proxy says in ``X-Forwarded-For``) may upload
+    ``VITSCOPE_CLIENT_UPLOADS_PER_HOUR`` images and ``VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR`` bytes per hour
+    (429 with ``Retry-After`` beyond). In class mode only the example gallery's images are accepted (403).
     """
     limit = service.settings.max_upload_bytes
     data = await file.read(limit + 1)

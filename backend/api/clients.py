@@ -1,0 +1,239 @@
+"""Who sent a request (the client address, through trusted proxies) and the per-client upload caps.
+
+The client of a request is its direct peer, unless that peer is a trusted proxy
+(``VITSCOPE_TRUSTED_PROXIES``): then ``X-Forwarded-For`` is read from the right, skipping trusted proxies, and
+the first address that is not one is the client. A client cannot choose its own address by sending the header
+itself: only what a trusted proxy appended is believed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api.errors import error_response
+
+log = logging.getLogger(__name__)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+HOUR = 3600.0
+_MAX_CLIENTS = 10_000  # clients remembered at once (least recently seen forgotten first)
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """``1.2.3.4``, ``1.2.3.4:5678``, ``::1``, ``[::1]:80`` -> the address; anything else -> None."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class TrustedProxies:
+    """IPs and networks, plus host names resolved when needed (cached for ``ttl`` seconds).
+
+    Host names let compose name the ui service (``ui``), whose address is only known at run time.
+    """
+
+    def __init__(self, entries: Iterable[str], *, ttl: float = 30.0) -> None:
+        self.networks: list[IPNetwork] = []
+        self.hosts: list[str] = []
+        for entry in entries:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.hosts.append(entry)
+        self.ttl = ttl
+        self._resolved: dict[str, tuple[float, frozenset[IPAddress]]] = {}
+
+    async def contains(self, address: IPAddress | None) -> bool:
+        if address is None:
+            return False
+        if any(address in net for net in self.networks):
+            return True
+        for host in self.hosts:
+            if address in await self._resolve(host):
+                return True
+        return False
+
+    async def _resolve(self, host: str) -> frozenset[IPAddress]:
+        now = time.monotonic()
+        hit = self._resolved.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found: set[IPAddress] = set()
+        try:
+            infos = await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo(host, None), timeout=2.0)
+            for info in infos:
+                address = parse_address(str(info[4][0]))
+                if address is not None:
+                    found.add(address)
+        except (OSError, TimeoutError) as exc:
+            log.warning("trusted proxy %r does not resolve (%s); its X-Forwarded-For is ignored", host, exc)
+        self._resolved[host] = (now + self.ttl, frozenset(found))
+        return frozenset(found)
+
+
+def _forwarded_for(scope: Scope) -> list[str]:
+    hops: list[str] = []
+    for key, value in scope["headers"]:
+        if key == b"x-forwarded-for":
+            hops.extend(part.strip() for part in value.decode("latin-1").split(","))
+    return [h for h in hops if h]
+
+
+async def client_address(scope: Scope, trusted: TrustedProxies) -> str:
+    """The client of a request: the peer, or what trusted proxies say in ``X-Forwarded-For``."""
+    peer = scope.get("client")
+    peer_text = str(peer[0]) if peer else "unknown"
+    current = parse_address(peer_text)
+    if not await trusted.contains(current):
+        return str(current) if current is not None else peer_text
+    for hop in reversed(_forwarded_for(scope)):
+        address = parse_address(hop)
+        if address is None:
+            return hop[:64]  # garbage appended by a trusted proxy still tells its clients apart
+        current = address
+        if not await trusted.contains(address):
+            return str(address)
+    return str(current) if current is not None else peer_text
+
+
+@dataclass
+class _Usage:
+    events: deque[list[float]] = field(default_factory=deque)  # [time, bytes], oldest first
+
+    def prune(self, now: float) -> None:
+        while self.events and self.events[0][0] <= now - HOUR:
+            self.events.popleft()
+
+    @property
+    def count(self) -> int:
+        return len(self.events)
+
+    @property
+    def bytes(self) -> int:
+        return int(sum(e[1] for e in self.events))
+
+
+class UploadLedger:
+    """Uploads per client in the last hour (a sliding window), in memory: one process counts its own."""
+
+    def __init__(
+        self, per_hour: int, bytes_per_hour: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.per_hour = per_hour
+        self.bytes_per_hour = bytes_per_hour
+        self.clock = clock
+        self._clients: OrderedDict[str, _Usage] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_hour > 0 or self.bytes_per_hour > 0
+
+    def _usage(self, client: str, now: float) -> _Usage:
+        usage = self._clients.get(client)
+        if usage is None:
+            usage = self._clients[client] = _Usage()
+            while len(self._clients) > _MAX_CLIENTS:
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(client)
+        usage.prune(now)
+        return usage
+
+    def admit(self, client: str, declared: int) -> tuple[list[float] | None, str, int]:
+        """Reserve one upload of about ``declared`` bytes: (entry, "", 0) or (None, why, seconds to wait)."""
+        now = self.clock()
+        usage = self._usage(client, now)
+        if self.per_hour and usage.count >= self.per_hour:
+            wait = usage.events[0][0] + HOUR - now
+            why = (
+                f"client {client} made {usage.count} uploads in the last hour; at most {self.per_hour} per "
+                f"hour are allowed (VITSCOPE_CLIENT_UPLOADS_PER_HOUR)"
+            )
+            return None, why, max(1, math.ceil(wait))
+        # A client's first upload in the window always fits (its size is bounded by max_upload_bytes).
+        if self.bytes_per_hour and usage.events and usage.bytes + declared > self.bytes_per_hour:
+            # Wait until enough of the oldest uploads leave the window for this one to fit.
+            excess = usage.bytes + declared - self.bytes_per_hour
+            freed, wait = 0.0, 0.0
+            for at, size in usage.events:
+                freed += size
+                wait = at + HOUR - now
+                if freed >= excess:
+                    break
+            why = (
+                f"client {client} uploaded {usage.bytes:,} bytes in the last hour and this upload is "
+                f"{declared:,} bytes; at most {self.bytes_per_hour:,} bytes per hour are allowed "
+                f"(VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR)"
+            )
+            return None, why, max(1, math.ceil(wait))
+        entry = [now, float(declared)]
+        usage.events.append(entry)
+        return entry, "", 0
+
+
+class UploadCaps:
+    """Pure ASGI middleware: 429 + ``Retry-After`` when a client passes its hourly upload caps.
+
+    Each ``POST /api/v1/images`` that gets through counts once, with the bytes of its body as they arrive
+    (a declared ``Content-Length`` is checked first, before one byte is read).
+    """
+
+    def __init__(self, app: ASGIApp, path: str, ledger: UploadLedger, trusted: TrustedProxies) -> None:
+        self.app = app
+        self.path = path
+        self.ledger = ledger
+        self.trusted = trusted
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].rstrip("/") != self.path
+            or not self.ledger.enabled
+        ):
+            await self.app(scope, receive, send)
+            return
+        client = await client_address(scope, self.trusted)
+        declared = 0
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit():
+                declared = int(value)
+        entry, why, retry = self.ledger.admit(client, declared)
+        if entry is None:
+            message = f"{why}; retry in {retry} s"
+            await error_response(429, "too_many_uploads", message, {"Retry-After": str(retry)})(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            entry[1] = float(seen)
