@@ -31,11 +31,19 @@ DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 class ApiError(Exception):
     """An error answer of the API (or no answer at all), with the API's own words."""
 
-    def __init__(self, message: str, *, code: str = "api_error", status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "api_error",
+        status: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        self.retry_after = retry_after  # the API's Retry-After header (429, 503), passed on to the page
 
     def __str__(self) -> str:
         return self.message
@@ -91,7 +99,7 @@ def _error_from(resp: httpx.Response) -> ApiError:
         message = f"the API answered {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else "")
     if not message:
         message = f"the API answered {resp.status_code} {resp.reason_phrase}"
-    return ApiError(message, code=code, status=resp.status_code)
+    return ApiError(message, code=code, status=resp.status_code, retry_after=resp.headers.get("Retry-After"))
 
 
 class ApiClient:
@@ -210,9 +218,14 @@ class ApiClient:
             raise ApiError("the API's model list is not a list", code="bad_answer")
         return [m for m in items if isinstance(m, dict) and "id" in m]
 
-    def upload_image(self, data: bytes, filename: str, content_type: str | None = None) -> dict[str, Any]:
+    def upload_image(
+        self, data: bytes, filename: str, content_type: str | None = None, *, client: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /images``; ``client`` (the browser's address) goes in ``X-Forwarded-For``, so the API's
+        per-client upload caps count the student, not this server."""
         files = {"file": (filename or "upload", data, content_type or "application/octet-stream")}
-        body = self._json("POST", "/images", files=files)
+        headers = {"X-Forwarded-For": client} if client else None
+        body = self._json("POST", "/images", files=files, headers=headers)
         if not isinstance(body, dict) or "id" not in body:
             raise ApiError("the API accepted the upload but gave no image id", code="bad_answer")
         return body

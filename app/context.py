@@ -18,6 +18,8 @@ MAX_COLUMNS = 4
 class AppContext:
     client: ApiClient
     uris: UriCache = field(default_factory=UriCache)
+    class_mode: bool = False  # only the example gallery and the server's default models; no upload
+    logout_url: str | None = None  # password mode: where the page's "Log out" link goes
 
 
 @lru_cache(maxsize=32)

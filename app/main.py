@@ -1,7 +1,9 @@
 """Build the Dash app (``create_dash_app``) and run it on its own (``python -m app.main --api-url URL``).
 
 ``vitscope serve`` mounts the app on the API's own port at ``/`` (one process); in compose it runs on its own
-and talks to the API over the network. Either way the UI knows the backend only through HTTP.
+and talks to the API over the network. Either way the UI knows the backend only through HTTP; on its own it
+reads its settings (``VITSCOPE_UI_*``, ``VITSCOPE_CLASS_MODE``, ``VITSCOPE_API_TOKEN``) through
+``backend.config.UiSettings``, the same rules the API applies.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import warnings
+from typing import Any
 
 import dash
 from dash import dcc, html
 
+from app import auth as ui_auth
 from app.api_client import ApiClient
 from app.components import attention, controls, curves, images, models, permalink, spectrum, tokens
 from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE
@@ -23,6 +28,20 @@ log = logging.getLogger(__name__)
 
 
 def build_layout(ctx: AppContext) -> html.Div:
+    header: list[Any] = [
+        html.H1("vitscope"),
+        html.Span(
+            "What do self-supervised Vision Transformers learn? Compare how contrastive, "
+            "masked-image-modeling, hybrid and supervised ViTs attend and which frequencies "
+            "they use (Park et al., ICLR 2023).",
+            className="tagline",
+        ),
+    ]
+    if ctx.class_mode:
+        note = "Class mode: example images and preloaded models"
+        header.append(html.Span(note, className="badge mode-badge"))
+    if ctx.logout_url:
+        header.append(html.A("Log out", href=ctx.logout_url, className="logout-link"))
     return html.Div(
         [
             html.A("Skip to the views", href="#att-panel", className="skip-link"),
@@ -32,18 +51,7 @@ def build_layout(ctx: AppContext) -> html.Div:
             dcc.Store(id=MDL_STORE, data=[]),
             dcc.Store(id=META_STORE),
             dcc.Store(id=QUERY_STORE, data="cls"),
-            html.Header(
-                [
-                    html.H1("vitscope"),
-                    html.Span(
-                        "What do self-supervised Vision Transformers learn? Compare how contrastive, "
-                        "masked-image-modeling, hybrid and supervised ViTs attend and which frequencies "
-                        "they use (Park et al., ICLR 2023).",
-                        className="tagline",
-                    ),
-                ],
-                className="app-header",
-            ),
+            html.Header(header, className="app-header"),
             html.Main(
                 [
                     html.Div(id="url-note"),
@@ -61,15 +69,25 @@ def build_layout(ctx: AppContext) -> html.Div:
 
 
 def create_dash_app(
-    api_url: str, *, requests_pathname_prefix: str = "/", api_token: str | None = None
+    api_url: str,
+    *,
+    requests_pathname_prefix: str = "/",
+    api_token: str | None = None,
+    auth: ui_auth.UiAuth | None = None,
+    class_mode: bool = False,
+    proxy_hops: int = 0,
 ) -> dash.Dash:
     """The UI as a Dash app that calls the REST API at ``api_url``.
 
     ``api_url`` is the API server's base URL, with or without ``/api/v1`` (``http://127.0.0.1:8765``).
     ``requests_pathname_prefix`` is where the browser reaches the app (``/`` when mounted at the root); routes
     stay at ``/`` because a mount strips its prefix. ``api_token`` (default ``$VITSCOPE_API_TOKEN``) is sent
-    as a bearer token on every API call; it stays on the server.
+    as a bearer token on every API call; it stays on the server. ``auth`` guards every route (default: none);
+    ``class_mode`` offers only the example gallery and the server's default models, with no upload;
+    ``proxy_hops`` reverse proxies in front are believed about the browser's address (``X-Forwarded-For``)
+    and scheme (``X-Forwarded-Proto``).
     """
+    auth = auth or ui_auth.UiAuth()
     prefix = (
         requests_pathname_prefix if requests_pathname_prefix.endswith("/") else requests_pathname_prefix + "/"
     )
@@ -83,12 +101,40 @@ def create_dash_app(
         update_title="vitscope · working…",
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
-    ctx = AppContext(client=ApiClient(api_url, token=api_token))
+    ctx = AppContext(
+        client=ApiClient(api_url, token=api_token),
+        class_mode=class_mode,
+        logout_url=prefix + ui_auth.LOGOUT_PATH.lstrip("/") if auth.mode == "password" else None,
+    )
     app.layout = build_layout(ctx)
     for component in (permalink, images, models, controls, attention, curves, spectrum, tokens):
         component.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
+    if proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.server.wsgi_app = ProxyFix(app.server.wsgi_app, x_for=proxy_hops, x_proto=proxy_hops)
+    ui_auth.install(app.server, auth, prefix)
     return app
+
+
+def ui_options(settings: Any) -> dict[str, Any]:
+    """``create_dash_app`` keywords from the settings (``backend.config.UiSettings`` or ``Settings``)."""
+    password = settings.ui_password.get_secret_value() if settings.ui_password is not None else None
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    return {
+        "api_token": token,
+        "auth": ui_auth.UiAuth(settings.ui_auth, password, settings.ui_proxy_header),
+        "class_mode": bool(settings.class_mode),
+        "proxy_hops": int(settings.ui_proxy_hops),
+    }
+
+
+def read_settings() -> Any:
+    """The UI's settings from the environment (``backend.config.UiSettings``); ValidationError if refused."""
+    from backend.config import UiSettings  # settings only: no torch, no service
+
+    return UiSettings()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +151,33 @@ def main(argv: list[str] | None = None) -> int:
         "--debug", action="store_true", help="Dash dev tools and reloading (never in production)"
     )
     args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        settings = read_settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+            print(f"vitscope ui: {where}: {err.get('msg')}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_dash_app(args.api_url, requests_pathname_prefix=args.prefix)
-    log.info("vitscope UI on http://%s:%d%s, API at %s", args.host, args.port, args.prefix, args.api_url)
+    options = ui_options(settings)
+    if options["api_token"] and settings.ui_auth == "none":
+        log.warning(
+            "VITSCOPE_UI_AUTH=none: anyone who reaches this UI uses the API through it, with its token; "
+            "set VITSCOPE_UI_AUTH=password or proxy-header unless the network is closed"
+        )
+    app = create_dash_app(args.api_url, requests_pathname_prefix=args.prefix, **options)
+    log.info(
+        "vitscope UI on http://%s:%d%s, API at %s, login: %s%s",
+        args.host,
+        args.port,
+        args.prefix,
+        args.api_url,
+        settings.ui_auth,
+        ", class mode" if settings.class_mode else "",
+    )
     if args.debug:
         app.run(host=args.host, port=args.port, debug=True, threaded=True)
         return 0

@@ -15,6 +15,7 @@ from dash.exceptions import PreventUpdate
 
 from app import gallery
 from app.api_client import ApiError
+from app.auth import client_address
 from app.components.common import IMG_STORE, aria, learn
 from app.context import AppContext
 from app.images import decode, thumbnail, to_data_uri
@@ -48,27 +49,36 @@ def layout(ctx_: AppContext) -> html.Section:
         )
         for e in examples
     ]
+    # Class mode: no drop zone, no file picker (vitscope.js hooks its file input to the drop zone only).
+    upload: list[Any] = (
+        []
+        if ctx_.class_mode
+        else [
+            html.Div(
+                [
+                    html.Strong("Drop images here"),
+                    html.Span(" or "),
+                    html.Span("choose files", className="linkish"),
+                    html.Div("JPEG, PNG, WebP, BMP, GIF, TIFF · several at once", className="hint"),
+                    html.Div(id="img-upload-status", className="hint", role="status"),
+                ],
+                id="img-upload",
+                className="dropzone",
+                title="Drop image files here, or press Enter to choose them",
+            ),
+            dcc.Store(id="img-uploaded"),
+        ]
+    )
+    pick = "Add an example photograph:" if ctx_.class_mode else "Or add an example photograph:"
     return html.Section(
         [
             html.H2("1 · Images", id="img-heading"),
             html.Div(
                 [
+                    *upload,
                     html.Div(
                         [
-                            html.Strong("Drop images here"),
-                            html.Span(" or "),
-                            html.Span("choose files", className="linkish"),
-                            html.Div("JPEG, PNG, WebP, BMP, GIF, TIFF · several at once", className="hint"),
-                            html.Div(id="img-upload-status", className="hint", role="status"),
-                        ],
-                        id="img-upload",
-                        className="dropzone",
-                        title="Drop image files here, or press Enter to choose them",
-                    ),
-                    dcc.Store(id="img-uploaded"),
-                    html.Div(
-                        [
-                            html.Div("Or add an example photograph:", className="hint"),
+                            html.Div(pick, className="hint"),
                             html.Div(gallery_items, className="gallery", id="img-gallery"),
                             html.Div(gallery.SOURCE_NOTE, className="credit-note"),
                         ]
@@ -120,8 +130,16 @@ def register(app: Dash, ctx_: AppContext) -> None:
         """One image file from the page's drop zone (multipart ``file``), passed on to ``POST /images``.
 
         The page tries ``/api/v1/images`` on its own origin first (the API's own upload limit applies there)
-        and comes here when that is not the API (the UI on its own, behind a proxy, or with a token).
+        and comes here when that is not the API (the UI on its own, behind a proxy, or with a token). The
+        browser's address goes along in ``X-Forwarded-For`` for the API's per-client caps. Class mode: 403.
         """
+        if ctx_.class_mode:
+            return _json_error(
+                403,
+                "class_mode",
+                "this UI runs in class mode, which allows only the images of the example gallery; "
+                "uploads of your own images are off",
+            )
         sent = flask.request.files.get("file")
         if sent is None:
             return _json_error(400, "bad_request", "send the image as the multipart field 'file'")
@@ -129,48 +147,20 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if len(data) > MAX_UPLOAD_BYTES:
             return _json_error(413, "too_large", f"the file is over {MAX_UPLOAD_BYTES:,} bytes")
         try:
-            body = client.upload_image(data, sent.filename or "upload", sent.mimetype)
+            body = client.upload_image(
+                data, sent.filename or "upload", sent.mimetype, client=client_address()
+            )
         except ApiError as exc:
-            return _json_error(exc.status or 502, exc.code, exc.message)
+            response = _json_error(exc.status or 502, exc.code, exc.message)
+            if exc.retry_after:
+                response.headers["Retry-After"] = exc.retry_after
+            return response
         response = flask.jsonify(body)
         response.status_code = 201
         return response
 
-    @app.callback(
-        Output(IMG_STORE, "data", allow_duplicate=True),
-        Output("img-error", "children", allow_duplicate=True),
-        Input("img-uploaded", "data"),
-        State(IMG_STORE, "data"),
-        prevent_initial_call=True,
-    )
-    def uploaded(done: dict[str, Any] | None, store: dict[str, Any] | None) -> Any:
-        """The page's script uploaded files (``vitscope.uploadFiles``): add the images, say what failed."""
-        results = (done or {}).get("results") or []
-        if not results:
-            raise PreventUpdate
-        errors: list[Any] = []
-        added = 0
-        for res in results:
-            name = str(res.get("name") or "upload")
-            raw_body = res.get("body")
-            body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
-            if res.get("ok") and body.get("id"):
-                store = _add(store, body, name)
-                added += 1
-                continue
-            raw_err = body.get("error")
-            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
-            message = err.get("message") or res.get("message") or f"the upload failed ({res.get('status')})"
-            errors.append(html.Li([html.Strong(name), f": {message}"]))
-        message_div = (
-            html.Div(
-                [html.Span(f"{len(errors)} of {len(results)} file(s) were not added:"), html.Ul(errors)],
-                className="error-text",
-            )
-            if errors
-            else None
-        )
-        return (store if added else no_update), message_div
+    if not ctx_.class_mode:
+        _register_uploaded(app)
 
     @app.callback(
         Output(IMG_STORE, "data", allow_duplicate=True),
@@ -186,7 +176,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         key = str(trig.get("key"))
         try:
             data, filename = gallery.read(key)
-            body = client.upload_image(data, filename)
+            body = client.upload_image(data, filename, client=client_address())
         except KeyError:
             raise PreventUpdate from None
         except (ApiError, OSError) as exc:
@@ -235,7 +225,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         store = store or empty_images()
         ids: list[str] = store.get("ids", [])
         if not ids:
-            return html.Div("No images yet: drop one above or pick an example.", className="hint"), no_update
+            hint = "pick an example." if ctx_.class_mode else "drop one above or pick an example."
+            return html.Div(f"No images yet: {hint}", className="hint"), no_update
         names = store.get("names", {})
 
         def thumb_uri(image_id: str) -> str:
@@ -287,3 +278,41 @@ def register(app: Dash, ctx_: AppContext) -> None:
             else no_update
         )
         return [summary, html.Div(items, className="strip-items")], error
+
+
+def _register_uploaded(app: Dash) -> None:
+    @app.callback(
+        Output(IMG_STORE, "data", allow_duplicate=True),
+        Output("img-error", "children", allow_duplicate=True),
+        Input("img-uploaded", "data"),
+        State(IMG_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    def uploaded(done: dict[str, Any] | None, store: dict[str, Any] | None) -> Any:
+        """The page's script uploaded files (``vitscope.uploadFiles``): add the images, say what failed."""
+        results = (done or {}).get("results") or []
+        if not results:
+            raise PreventUpdate
+        errors: list[Any] = []
+        added = 0
+        for res in results:
+            name = str(res.get("name") or "upload")
+            raw_body = res.get("body")
+            body: dict[str, Any] = raw_body if isinstance(raw_body, dict) else {}
+            if res.get("ok") and body.get("id"):
+                store = _add(store, body, name)
+                added += 1
+                continue
+            raw_err = body.get("error")
+            err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
+            message = err.get("message") or res.get("message") or f"the upload failed ({res.get('status')})"
+            errors.append(html.Li([html.Strong(name), f": {message}"]))
+        message_div = (
+            html.Div(
+                [html.Span(f"{len(errors)} of {len(results)} file(s) were not added:"), html.Ul(errors)],
+                className="error-text",
+            )
+            if errors
+            else None
+        )
+        return (store if added else no_update), message_div

@@ -1,5 +1,6 @@
 """Pick 2 to 4 models, grouped by family; a model without weights is shown disabled with the reason and the
-command that fetches or imports it (both from the API's model list)."""
+command that fetches or imports it (both from the API's model list). In class mode only the server's default
+(preloaded) models are offered."""
 
 from __future__ import annotations
 
@@ -106,6 +107,14 @@ def option(model: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def class_models(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The models class mode offers: the server's default ones (``default`` in ``GET /models``); from an API
+    that does not say, the available ones."""
+    if any("default" in m for m in models):
+        return [m for m in models if m.get("default")]
+    return [m for m in models if m.get("available", True)]
+
+
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
 
@@ -123,6 +132,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
             hidden = [{"display": "none"}] * len(FAMILIES)
             message = html.Span(f"Cannot load the model list: {exc.message}", className="error-text")
             return None, message, *([[]] * len(FAMILIES)), *hidden
+        if ctx_.class_mode:
+            models = class_models(models)
         by_family: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}
         for m in models:
             by_family[family_key(m.get("family"))].append(m)
@@ -132,6 +143,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         styles = [{} if by_family[f] else {"display": "none"} for f in FAMILIES]
         n_avail = sum(1 for m in models if m.get("available", True))
         status = f"{n_avail} of {len(models)} models ready to run. Pick {MIN_MODELS} to {MAX_MODELS}."
+        if ctx_.class_mode:
+            status = f"Class mode: the {len(models)} preloaded models. Pick {MIN_MODELS} to {MAX_MODELS}."
         catalog = [
             {
                 "id": str(m["id"]),

@@ -29,26 +29,15 @@ COMPOSE = ROOT / "docker-compose.yml"
 CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
 TOKEN = "t" * 32  # a well-formed test token, never a real one
 
-# Settings the hosting files pass on that backend/config.py does not define yet (Settings ignores unknown
-# VITSCOPE_* variables). Each is listed in docs/HOSTING.md as "to verify"; once a field exists, the checks
-# below validate its default like any other.
-PENDING_SETTINGS = {
-    "VITSCOPE_CLASS_MODE",
-    "VITSCOPE_CLIENT_UPLOADS_PER_HOUR",
-    "VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR",
-    "VITSCOPE_TRUSTED_PROXIES",
-    "VITSCOPE_UI_AUTH",
-    "VITSCOPE_UI_PASSWORD",
-    "VITSCOPE_UI_PROXY_HEADER",
-    "VITSCOPE_UI_PROXY_HOPS",
-}
 # Read by code outside Settings: the models cache folder (backend/models/catalog.py), huggingface_hub.
 NOT_SETTINGS = {"VITSCOPE_MODELS_CACHE", "HF_HUB_OFFLINE", "REDIS_URL"}
-# Where the hosting defaults differ from the settings' defaults on purpose.
-HOSTING_OVERRIDES = {"data_dir", "redis_url", "api_token"}
+# Where the hosting defaults differ from the settings' defaults on purpose: paths and services of the compose
+# network, the token, and the ui's login (password for a class; `vitscope serve` on a laptop has none).
+HOSTING_OVERRIDES = {"data_dir", "redis_url", "api_token", "trusted_proxies", "ui_auth"}
 # Secrets may come only from the environment, with no default or an empty one that the service refuses.
 SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|CREDENTIAL|API_KEY|PRIVATE", re.I)
-EMPTY_SECRET_OK = {"VITSCOPE_UI_PASSWORD"}  # empty: the UI refuses password mode without one (to verify)
+EMPTY_SECRET_OK = {"VITSCOPE_UI_PASSWORD"}  # empty: the ui refuses to start in password mode without one
+UI_PASSWORD = "correct horse battery"  # a well-formed test password, never a real one
 
 
 # ------------------------------------------------------------------------------------------ compose helpers
@@ -310,23 +299,55 @@ def test_the_cli_accepts_the_api_command(config: dict[str, Any]) -> None:
     assert args.command == "serve" and args.no_ui and args.host == "0.0.0.0" and args.port == 8000
 
 
-def test_the_ui_accepts_its_command(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def _run_ui_main(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """``python -m app.main`` with the ui service's command and ``env``, stopped before it serves."""
     import app.main as ui_main
 
     seen: dict[str, Any] = {}
+    app_stub = object()
 
-    class Stub:
-        def run(self, **kwargs: Any) -> None:
-            seen["run"] = kwargs
-
-    def fake_create(api_url: str, **kwargs: Any) -> Stub:
+    def fake_create(api_url: str, **kwargs: Any) -> object:
         seen["api_url"], seen["create"] = api_url, kwargs
-        return Stub()
+        return app_stub
 
+    def fake_serve(app: object, host: str, port: int) -> None:  # the production server: uvicorn
+        assert app is app_stub
+        seen["serve"] = {"host": host, "port": port}
+
+    for key in list(os.environ):
+        if key.startswith("VITSCOPE_"):
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setattr(ui_main, "create_dash_app", fake_create)
-    assert ui_main.main(config["services"]["ui"]["command"][3:]) == 0
+    monkeypatch.setattr(ui_main, "serve_wsgi", fake_serve)
+    return ui_main.main(config["services"]["ui"]["command"][3:]), seen
+
+
+def test_the_ui_accepts_its_command(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # app.main serves with uvicorn (serve_wsgi), not Flask's development server (app.run).
+    secrets = {"VITSCOPE_API_TOKEN": TOKEN, "VITSCOPE_UI_PASSWORD": UI_PASSWORD}
+    env = env_of(project(COMPOSE, env=secrets)["services"]["ui"])
+    code, seen = _run_ui_main(config, monkeypatch, env)
+    assert code == 0
     assert seen["api_url"] == "http://api:8000"
-    assert seen["run"]["host"] == "0.0.0.0" and seen["run"]["port"] == 8050 and not seen["run"]["debug"]
+    assert seen["serve"] == {"host": "0.0.0.0", "port": 8050}
+    options = seen["create"]
+    assert options["requests_pathname_prefix"] == "/"
+    assert options["api_token"] == TOKEN
+    assert options["auth"].mode == "password" and options["auth"].password == UI_PASSWORD
+    assert options["class_mode"] is False and options["proxy_hops"] == 0
+
+
+def test_the_ui_refuses_to_start_without_its_password(
+    config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, seen = _run_ui_main(config, monkeypatch, env_of(config["services"]["ui"]))
+    assert code == 2 and "serve" not in seen
+    err = capsys.readouterr().err
+    assert "VITSCOPE_UI_PASSWORD is empty" in err and "proxy-header" in err
 
 
 # ------------------------------------------------------------------------------------------ variables
@@ -388,27 +409,58 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     yield monkeypatch
 
 
-def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    from backend.config import Settings
+def _settings_from(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str] | None = None
+) -> Any:
+    """The settings `vitscope serve` builds from ``env`` and the service's ``command`` (flags override)."""
+    from backend.cli import serve
 
     env = dict(env, VITSCOPE_DATA_DIR=str(tmp_path / "uploads"))  # the container path is not writable here
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return Settings()
+    root = argparse.ArgumentParser(prog="vitscope")
+    serve.register(root.add_subparsers(dest="command", required=True))
+    return serve.settings_from(root.parse_args((command or ["vitscope", "serve"])[1:]))
 
 
-def _env_names_to_fields() -> dict[str, str]:
-    from backend.config import Settings
+def _env_names_to_fields(ui: bool = False) -> dict[str, str]:
+    from backend.config import Settings, UiSettings
 
-    names = {f"VITSCOPE_{field.upper()}": field for field in Settings.model_fields}
-    names["REDIS_URL"] = "redis_url"
+    names = {f"VITSCOPE_{field.upper()}": field for field in (UiSettings if ui else Settings).model_fields}
+    if not ui:
+        names["REDIS_URL"] = "redis_url"
     return names
 
 
 def test_every_api_variable_is_a_known_setting(config: dict[str, Any]) -> None:
     fields = _env_names_to_fields()
-    unknown = set(env_of(config["services"]["api"])) - set(fields) - NOT_SETTINGS - PENDING_SETTINGS
+    unknown = set(env_of(config["services"]["api"])) - set(fields) - NOT_SETTINGS
     assert not unknown, f"not settings of backend/config.py (typo?): {sorted(unknown)}"
+
+
+def test_every_ui_variable_is_a_known_ui_setting(config: dict[str, Any]) -> None:
+    unknown = set(env_of(config["services"]["ui"])) - set(_env_names_to_fields(ui=True))
+    assert not unknown, f"not settings of backend.config.UiSettings (typo?): {sorted(unknown)}"
+
+
+def test_ui_defaults_pass_the_ui_settings_validation(clean_env: pytest.MonkeyPatch) -> None:
+    from backend.config import UiSettings
+
+    secrets = {"VITSCOPE_API_TOKEN": TOKEN, "VITSCOPE_UI_PASSWORD": UI_PASSWORD}
+    env = env_of(project(COMPOSE, env=secrets)["services"]["ui"])
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    settings = UiSettings()
+    assert settings.ui_auth == "password" and settings.password == UI_PASSWORD
+    assert settings.ui_proxy_header == "X-Forwarded-User" and settings.ui_proxy_hops == 0
+    assert settings.class_mode is False and settings.token == TOKEN
+    defaults = UiSettings.model_construct()
+    fields = _env_names_to_fields(ui=True)
+    for key in env:
+        field = fields[key]
+        if field in HOSTING_OVERRIDES or field == "ui_password":
+            continue
+        assert getattr(settings, field) == getattr(defaults, field), f"{key}: compose and config.py disagree"
 
 
 def test_api_defaults_pass_the_settings_validation(
@@ -417,8 +469,11 @@ def test_api_defaults_pass_the_settings_validation(
     from backend.config import Settings
 
     env = env_of(config["services"]["api"])
-    settings = _settings_from(env, clean_env, tmp_path)
+    settings = _settings_from(env, clean_env, tmp_path, config["services"]["api"]["command"])
+    assert settings.ui is False  # --no-ui: the ui is a service of its own
     assert settings.token == TOKEN
+    assert settings.trusted_proxies == ["ui"]  # the ui service, by its name on the compose network
+    assert settings.class_mode is False and settings.client_uploads_per_hour == 120
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.device == "auto"
     assert settings.allow_downloads is False
@@ -436,7 +491,8 @@ def test_api_defaults_pass_the_settings_validation(
 def test_cpu_override_defaults_pass_the_settings_validation(
     cpu_config: dict[str, Any], clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = _settings_from(env_of(cpu_config["services"]["api"]), clean_env, tmp_path)
+    api = cpu_config["services"]["api"]
+    settings = _settings_from(env_of(api), clean_env, tmp_path, api["command"])
     assert settings.device == "cpu"
     assert settings.max_batch == 4
 
@@ -444,9 +500,9 @@ def test_cpu_override_defaults_pass_the_settings_validation(
 def test_settings_refuse_a_short_token_from_compose(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    env = env_of(project(COMPOSE, env={"VITSCOPE_API_TOKEN": "short"})["services"]["api"])
+    api = project(COMPOSE, env={"VITSCOPE_API_TOKEN": "short"})["services"]["api"]
     with pytest.raises(ValidationError, match="api_token"):
-        _settings_from(env, clean_env, tmp_path)
+        _settings_from(env_of(api), clean_env, tmp_path, api["command"])
 
 
 def test_ui_auth_is_on_by_default(config: dict[str, Any]) -> None:
