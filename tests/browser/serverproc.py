@@ -60,13 +60,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(api: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def _wait_ready(
+    api: str, proc: subprocess.Popen[bytes], log: Path, timeout: float, headers: dict[str, str]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}; log:\n{log.read_text()[-4000:]}")
         try:
-            if httpx.get(f"{api}/ready", timeout=2.0).status_code == 200:
+            if httpx.get(f"{api}/ready", timeout=2.0, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -75,7 +77,10 @@ def _wait_ready(api: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 @contextmanager
-def running_server(root: Path, log: Path, *, timeout: float = 240.0) -> Iterator[Server]:
+def running_server(
+    root: Path, log: Path, *, timeout: float = 240.0, extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``extra_env``: more ``VITSCOPE_*`` settings (class mode, a login); a token in it is used to wait."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITSCOPE_") and k != "REDIS_URL"}
     env.update(
@@ -87,6 +92,9 @@ def running_server(root: Path, log: Path, *, timeout: float = 240.0) -> Iterator
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
+    token = env.get("VITSCOPE_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     subprocess.run([sys.executable, "-c", _IMPORT_TINY], cwd=REPO, env=env, check=True, timeout=300)
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-c", _SERVE, "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -96,7 +104,7 @@ def running_server(root: Path, log: Path, *, timeout: float = 240.0) -> Iterator
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"{url}/api/v1", proc, log, timeout)
+        _wait_ready(f"{url}/api/v1", proc, log, timeout, headers)
         yield Server(url=url, api=f"{url}/api/v1", log=log)
     finally:
         proc.terminate()
