@@ -8,6 +8,7 @@ from typing import Any
 from dash import Dash, Input, Output, dcc, html
 
 from app.context import help_text
+from app.figures.style import graph_config
 
 # Shared state (dcc.Store ids), created once by app.main.
 IMG_STORE = "img-store"  # {"ids": [sha...], "names": {sha: name}, "active": sha | None}
@@ -102,4 +103,36 @@ def loading(child: Any, **kwargs: Any) -> dcc.Loading:
         overlay_style={"visibility": "visible", "opacity": 0.55, "filter": "blur(0.5px)"},
         color="#1c62c4",
         **kwargs,
+    )
+
+
+def radio_group(id_: str, label: str, options: list[tuple[str, str]], value: str) -> html.Div:
+    """A labelled row of radio buttons (``options`` as (value, label)), reachable by keyboard as one group."""
+    return html.Div(
+        [
+            html.Span(label, className="ctl-label", id=f"{id_}-label"),
+            dcc.RadioItems(
+                id=id_,
+                options=[{"label": text, "value": val} for val, text in options],
+                value=value,
+                inline=True,
+                className="radio",
+            ),
+        ],
+        className="panel-tools",
+        role="group",
+        **aria(labelledby=f"{id_}-label"),
+    )
+
+
+def panel_graph(id_: str, height: int, filename: str) -> dcc.Loading:
+    """An empty graph of a fixed height behind a loading indicator; exports are named ``filename``."""
+    return loading(
+        dcc.Graph(
+            id=id_,
+            figure={"data": [], "layout": {"height": height}},
+            style={"height": f"{height}px"},
+            responsive=True,
+            config=graph_config(filename),
+        )
     )

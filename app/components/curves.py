@@ -25,11 +25,12 @@ from app.components.common import (
     aria,
     export_bar,
     learn,
-    loading,
+    panel_graph,
+    radio_group,
 )
 from app.context import AppContext
 from app.figures.curves import curves_figure, layer_marker_shapes
-from app.figures.style import graph_config, model_colours
+from app.figures.style import model_colours
 from app.metrics import metrics_table
 
 
@@ -40,34 +41,14 @@ def layout() -> html.Section:
                 [html.H2("4 · Per-layer curves", id="crv-heading"), export_bar("crv", label="the curves")],
                 className="panel-head",
             ),
-            html.Div(
-                [
-                    html.Span("Curves for", className="ctl-label", id="crv-scope-label"),
-                    dcc.RadioItems(
-                        id="crv-scope",
-                        options=[
-                            {"label": "the shown image", "value": "image"},
-                            {"label": "the whole set (mean ± std)", "value": "set"},
-                        ],
-                        value="set",
-                        inline=True,
-                        className="radio",
-                    ),
-                ],
-                className="panel-tools",
-                role="group",
-                **aria(labelledby="crv-scope-label"),
+            radio_group(
+                "crv-scope",
+                "Curves for",
+                [("image", "the shown image"), ("set", "the whole set (mean ± std)")],
+                "set",
             ),
             html.Div(id="crv-msg"),
-            loading(
-                dcc.Graph(
-                    id="crv-graph",
-                    figure={"data": [], "layout": {"height": 560}},
-                    style={"height": "560px"},
-                    responsive=True,
-                    config=graph_config("vitscope-curves"),
-                )
-            ),
+            panel_graph("crv-graph", 560, "vitscope-curves"),
             learn("curves"),
         ],
         className="panel",

@@ -13,10 +13,18 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components.common import IMG_STORE, MDL_STORE, META_STORE, aria, export_bar, learn, loading
+from app.components.common import (
+    IMG_STORE,
+    MDL_STORE,
+    META_STORE,
+    aria,
+    export_bar,
+    learn,
+    panel_graph,
+    radio_group,
+)
 from app.context import AppContext
 from app.figures.spectrum import spectrum_figure
-from app.figures.style import graph_config
 
 STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
 
@@ -28,34 +36,9 @@ def layout() -> html.Section:
                 [html.H2("5 · Frequency response", id="spc-heading"), export_bar("spc", label="the spectra")],
                 className="panel-head",
             ),
-            html.Div(
-                [
-                    html.Span("Tokens", className="ctl-label", id="spc-state-label"),
-                    dcc.RadioItems(
-                        id="spc-state",
-                        options=[
-                            {"label": STATE_LABELS["out"], "value": "out"},
-                            {"label": STATE_LABELS["attn"], "value": "attn"},
-                        ],
-                        value="out",
-                        inline=True,
-                        className="radio",
-                    ),
-                ],
-                className="panel-tools",
-                role="group",
-                **aria(labelledby="spc-state-label"),
-            ),
+            radio_group("spc-state", "Tokens", [(k, v) for k, v in STATE_LABELS.items()], "out"),
             html.Div(id="spc-msg"),
-            loading(
-                dcc.Graph(
-                    id="spc-graph",
-                    figure={"data": [], "layout": {"height": 380}},
-                    style={"height": "380px"},
-                    responsive=True,
-                    config=graph_config("vitscope-spectrum"),
-                )
-            ),
+            panel_graph("spc-graph", 380, "vitscope-spectrum"),
             learn("spectrum"),
         ],
         className="panel",

@@ -22,11 +22,11 @@ from app.components.common import (
     disclosure,
     export_bar,
     learn,
-    loading,
+    panel_graph,
+    radio_group,
     register_disclosure,
 )
 from app.context import AppContext
-from app.figures.style import graph_config
 from app.figures.tokens import read_points, tokens_figure
 
 TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
@@ -43,34 +43,14 @@ def layout() -> html.Section:
                 "tok",
                 TOKENS_LABEL,
                 [
-                    html.Div(
-                        [
-                            html.Span("Projection", className="ctl-label", id="tok-method-label"),
-                            dcc.RadioItems(
-                                id="tok-method",
-                                options=[
-                                    {"label": "PCA (fast)", "value": "pca"},
-                                    {"label": "t-SNE (perplexity 20, seconds)", "value": "tsne"},
-                                ],
-                                value="pca",
-                                inline=True,
-                                className="radio",
-                            ),
-                        ],
-                        className="panel-tools",
-                        role="group",
-                        **aria(labelledby="tok-method-label"),
+                    radio_group(
+                        "tok-method",
+                        "Projection",
+                        [("pca", "PCA (fast)"), ("tsne", "t-SNE (perplexity 20, seconds)")],
+                        "pca",
                     ),
                     html.Div(id="tok-msg"),
-                    loading(
-                        dcc.Graph(
-                            id="tok-graph",
-                            figure={"data": [], "layout": {"height": 420}},
-                            style={"height": "420px"},
-                            responsive=True,
-                            config=graph_config("vitscope-tokens"),
-                        )
-                    ),
+                    panel_graph("tok-graph", 420, "vitscope-tokens"),
                     learn("tokens"),
                 ],
                 class_name="",

@@ -9,20 +9,19 @@ defaults are checked by the same validation the service runs at start-up.
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.healthcheck import run_check
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -539,56 +538,11 @@ def test_cpu_override_only_touches_the_api() -> None:
 
 
 # ------------------------------------------------------------------------------------------ health checks run
-class _Handler(http.server.BaseHTTPRequestHandler):
-    status = 200
-    paths: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).paths.append(self.path)
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _handler(status: int) -> type[_Handler]:
-    class Handler(_Handler):
-        pass
-
-    Handler.status, Handler.paths = status, []
-    return Handler
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run_check(script: str, container_port: int, status: int | None) -> tuple[int, list[str]]:
-    """Run a health check script against a local server answering ``status`` (None: nothing listens)."""
-    port = _free_port()
-    script = script.replace(f", {container_port},", f", {port},")
-    handler = _handler(status or 200)
-    server = None
-    if status is not None:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-    return proc.returncode, handler.paths
-
-
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False), (401, False), (None, False)])
 def test_api_healthcheck_script(config: dict[str, Any], status: int | None, healthy: bool) -> None:
     test = config["services"]["api"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    code, paths = _run_check(test[3], 8000, status)
+    code, paths = run_check(test[3], 8000, status)
     assert (code == 0) is healthy
     if status is not None:
         assert paths == ["/api/v1/health"]
@@ -598,7 +552,7 @@ def test_api_healthcheck_script(config: dict[str, Any], status: int | None, heal
 def test_ui_healthcheck_script(config: dict[str, Any], status: int | None, healthy: bool) -> None:
     test = config["services"]["ui"]["healthcheck"]["test"]
     assert test[:3] == ["CMD", "python", "-c"]
-    code, paths = _run_check(test[3], 8050, status)
+    code, paths = run_check(test[3], 8050, status)
     assert (code == 0) is healthy
     if status is not None:
         assert paths == ["/"]

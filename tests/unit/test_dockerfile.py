@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import http.server
 import json
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import threading
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from tests.healthcheck import run_check
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -196,48 +194,13 @@ def test_healthcheck_calls_the_health_route_with_python(instructions: list[Instr
     assert _index(instructions, "USER") < _index(instructions, "HEALTHCHECK")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    status = 200
-    paths: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).paths.append(self.path)
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _handler(status: int) -> type[_Handler]:
-    class Handler(_Handler):
-        pass
-
-    Handler.status, Handler.paths = status, []
-    return Handler
-
-
 @pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False), (None, False)])
 def test_healthcheck_script_runs(instructions: list[Instruction], status: int | None, healthy: bool) -> None:
     _, command = _healthcheck(instructions)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    script = command[2].replace(", 8000,", f", {port},")
-    handler = _handler(status or 200)
-    server = None
-    if status is not None:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    code, paths = run_check(command[2], 8000, status)
     assert (code == 0) is healthy
     if status is not None:
-        assert handler.paths == ["/api/v1/health"]
+        assert paths == ["/api/v1/health"]
 
 
 # ------------------------------------------------------------------------------------------ secrets
