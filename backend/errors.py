@@ -31,3 +31,25 @@ class BadRequest(VitscopeError):
     """An argument is out of range (layer, head, query, ...)."""
 
     code = "bad_request"
+
+
+class NotFound(VitscopeError):
+    code = "not_found"
+
+
+class MethodNotAllowed(VitscopeError):
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(VitscopeError):
+    code = "too_large"
+
+
+class DownloadsDisabled(VitscopeError):
+    code = "downloads_disabled"
+
+
+class ClassModeRefused(VitscopeError):
+    """Class mode (VITSCOPE_CLASS_MODE) is read-only: only the gallery's images, no model downloads."""
+
+    code = "class_mode"

@@ -22,9 +22,9 @@ from backend.api.middleware import API_PREFIX, OPEN_PATHS, BearerAuth, BodyLimit
 from backend.api.routes import api_router
 from backend.cache import Store, make_store
 from backend.config import Settings, get_settings, mounted_ui_problem
-from backend.errors import VitscopeError
+from backend.errors import MethodNotAllowed, NotFound, VitscopeError
 from backend.runner import Loader, Runner, RunnerPool, resolve_devices
-from backend.service.analysis import AnalysisService, MethodNotAllowed, NotFound
+from backend.service.analysis import AnalysisService
 
 log = logging.getLogger(__name__)
 

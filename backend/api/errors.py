@@ -19,18 +19,16 @@ from backend.errors import (
     BadCheckpoint,
     BadImage,
     BadRequest,
+    ClassModeRefused,
+    DownloadsDisabled,
+    MethodNotAllowed,
     ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
     VitscopeError,
     WeightsUnavailable,
 )
 from backend.runner import QueueFull, RequestTimeout, RunnerError, RunnerStopped
-from backend.service.analysis import (
-    ClassModeRefused,
-    DownloadsDisabled,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-)
 
 log = logging.getLogger(__name__)
 

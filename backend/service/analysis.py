@@ -29,7 +29,16 @@ from backend import ANALYSIS_VERSION
 from backend.cache import SingleFlight, Store, decode_array, decode_json, encode_array, encode_json
 from backend.cache import keys as K
 from backend.config import Settings
-from backend.errors import BadImage, BadRequest, ModelNotFound, VitscopeError
+from backend.errors import (
+    BadImage,
+    BadRequest,
+    ClassModeRefused,
+    DownloadsDisabled,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    VitscopeError,
+)
 from backend.runner import RunnerPool
 from backend.service import render
 from backend.service.aggregate import aggregate_metrics
@@ -50,28 +59,6 @@ log = logging.getLogger(__name__)
 # larger ones would risk the cache's short timeouts and are kept on disk only.
 IMAGE_IN_CACHE_MAX_BYTES = 4 * 1024 * 1024
 _WRITES_AT_ONCE = 8
-
-
-class NotFound(VitscopeError):
-    code = "not_found"
-
-
-class MethodNotAllowed(VitscopeError):
-    code = "method_not_allowed"
-
-
-class PayloadTooLarge(VitscopeError):
-    code = "too_large"
-
-
-class DownloadsDisabled(VitscopeError):
-    code = "downloads_disabled"
-
-
-class ClassModeRefused(VitscopeError):
-    """Class mode (VITSCOPE_CLASS_MODE) is read-only: only the gallery's images, no model downloads."""
-
-    code = "class_mode"
 
 
 # ---------------------------------------------------------------------------------------------- model info

@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from backend.api.deps import Format, ImageId, ModelParam, ServiceDep
 from backend.api.schemas import AttentionOut, ImageOut, SpectrumOut, errors
+from backend.errors import PayloadTooLarge
 from backend.service import render
-from backend.service.analysis import PayloadTooLarge
 
 router = APIRouter(prefix="/images", tags=["images"])
 

@@ -9,8 +9,8 @@ from starlette.responses import Response
 
 from backend.api.deps import ServiceDep
 from backend.api.schemas import JobList, JobOut, errors
+from backend.errors import NotFound
 from backend.service import render
-from backend.service.analysis import NotFound
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
