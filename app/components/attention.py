@@ -32,6 +32,7 @@ from app.components.common import (
     learn,
     loading,
     register_disclosure,
+    register_image_export,
 )
 from app.context import MAX_COLUMNS, AppContext
 from app.figures.attention import attention_figure, heads_figure, patch_update
@@ -349,13 +350,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     )
 
     # Export: PNG/SVG drawn by Plotly in the browser; the numbers from the API (cached).
-    app.clientside_callback(
-        "function(a, b) { return window.vitscope.exportImages('att-panel'); }",
-        Output("att-exp-done", "data"),
-        Input("att-exp-png", "n_clicks"),
-        Input("att-exp-svg", "n_clicks"),
-        prevent_initial_call=True,
-    )
+    register_image_export(app, "att")
 
     @app.callback(
         Output("att-download", "data"),

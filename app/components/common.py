@@ -94,6 +94,24 @@ def error_text(message: str | None, **kwargs: Any) -> html.Div | None:
     return html.Div(message, className="error-text", role="alert", **kwargs)
 
 
+def error_list(errors: list[str]) -> html.Div | None:
+    """One alert holding every error message, or nothing."""
+    if not errors:
+        return None
+    return html.Div([html.Div(e) for e in errors], className="error-text", role="alert")
+
+
+def register_image_export(app: Dash, prefix: str) -> None:
+    """PNG / SVG export of every figure in ``<prefix>-panel``, done in the browser."""
+    app.clientside_callback(
+        f"function(a, b) {{ return window.vitscope.exportImages('{prefix}-panel'); }}",
+        Output(f"{prefix}-exp-done", "data"),
+        Input(f"{prefix}-exp-png", "n_clicks"),
+        Input(f"{prefix}-exp-svg", "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+
 def loading(child: Any, **kwargs: Any) -> dcc.Loading:
     """A spinner that appears only for work slower than a moment, keeping the old view visible under it."""
     return dcc.Loading(

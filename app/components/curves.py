@@ -23,10 +23,12 @@ from app.components.common import (
     MDL_STORE,
     META_STORE,
     aria,
+    error_list,
     export_bar,
     learn,
     panel_graph,
     radio_group,
+    register_image_export,
 )
 from app.context import AppContext
 from app.figures.curves import curves_figure, layer_marker_shapes
@@ -122,18 +124,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
             layer=layer,
             subtitle=subtitle,
         )
-        msg = (
-            html.Div([html.Div(e) for e in errors], className="error-text", role="alert") if errors else None
-        )
+        msg = error_list(errors)
         return fig, msg
 
-    app.clientside_callback(
-        "function(a, b) { return window.vitscope.exportImages('crv-panel'); }",
-        Output("crv-exp-done", "data"),
-        Input("crv-exp-png", "n_clicks"),
-        Input("crv-exp-svg", "n_clicks"),
-        prevent_initial_call=True,
-    )
+    register_image_export(app, "crv")
 
     @app.callback(
         Output("crv-download", "data"),

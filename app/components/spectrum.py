@@ -18,10 +18,12 @@ from app.components.common import (
     MDL_STORE,
     META_STORE,
     aria,
+    error_list,
     export_bar,
     learn,
     panel_graph,
     radio_group,
+    register_image_export,
 )
 from app.context import AppContext
 from app.figures.spectrum import spectrum_figure
@@ -91,18 +93,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
             subtitle=f"{STATE_LABELS.get(state, state)}, block {layer}; "
             "centre = zero frequency; one shared colour scale",
         )
-        msg = (
-            html.Div([html.Div(e) for e in errors], className="error-text", role="alert") if errors else None
-        )
+        msg = error_list(errors)
         return fig, msg
 
-    app.clientside_callback(
-        "function(a, b) { return window.vitscope.exportImages('spc-panel'); }",
-        Output("spc-exp-done", "data"),
-        Input("spc-exp-png", "n_clicks"),
-        Input("spc-exp-svg", "n_clicks"),
-        prevent_initial_call=True,
-    )
+    register_image_export(app, "spc")
 
     @app.callback(
         Output("spc-download", "data"),

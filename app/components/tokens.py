@@ -20,11 +20,13 @@ from app.components.common import (
     META_STORE,
     aria,
     disclosure,
+    error_list,
     export_bar,
     learn,
     panel_graph,
     radio_group,
     register_disclosure,
+    register_image_export,
 )
 from app.context import AppContext
 from app.figures.tokens import read_points, tokens_figure
@@ -127,18 +129,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
             if len(ids) > 1
             else html.Div("Add more images: the clusters tell images apart.", className="hint")
         )
-        msg = (
-            html.Div([html.Div(e) for e in errors], className="error-text", role="alert") if errors else hint
-        )
+        msg = error_list(errors) or hint
         return fig, msg
 
-    app.clientside_callback(
-        "function(a, b) { return window.vitscope.exportImages('tok-panel'); }",
-        Output("tok-exp-done", "data"),
-        Input("tok-exp-png", "n_clicks"),
-        Input("tok-exp-svg", "n_clicks"),
-        prevent_initial_call=True,
-    )
+    register_image_export(app, "tok")
 
     @app.callback(
         Output("tok-download", "data"),
