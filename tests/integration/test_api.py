@@ -374,6 +374,9 @@ async def test_models_listing(api: Api) -> None:
     assert tiny["available"] and tiny["loaded"] and tiny["patch_size"] == 16 and tiny["family"] == "cl"
     assert tiny["info"]["layers"] == 2 and tiny["info"]["grid"] == [4, 4]
     assert "random-vit-s16" in models and models["random-vit-s16"]["available"]
+    # Not loaded: the patch size comes from the card's arch_kwargs (4), not the arch name (patch16).
+    demo = models["cifar-cl-vit-t4"]
+    assert not demo["loaded"] and demo["patch_size"] == 4 and demo["family"] == "cl"
     one = await api.client.get(f"/api/v1/models/{TINY}")
     assert one.status_code == 200 and one.json()["id"] == TINY
     pull = await api.client.post(f"/api/v1/models/{TINY}/pull")

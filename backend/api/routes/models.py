@@ -54,8 +54,10 @@ def _entry(
     missing: tuple[str, str] | None,
 ) -> dict[str, Any]:
     info = service.known_info(spec.id)
+    # Not loaded yet: arch_kwargs override the name (the demo models are patch 4 on a patch16 arch).
     match = _PATCH_RE.search(spec.arch)
-    patch = info.patch_size if info is not None else (int(match.group(1)) if match else None)
+    declared = spec.arch_kwargs.get("patch_size", int(match.group(1)) if match else None)
+    patch = info.patch_size if info is not None else declared
     reason, command = missing if missing is not None and not available else (None, None)
     return {
         "id": spec.id,
