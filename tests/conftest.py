@@ -43,7 +43,7 @@ class RedisServer:
 
     def __init__(self, port: int | None = None) -> None:
         if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+            pytest.fail("redis-server is not installed; these tests need it (apt-get install redis-server)")
         self.port = port or _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="vitscope-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
