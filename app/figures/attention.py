@@ -20,6 +20,20 @@ from app.figures.style import MAP_COLORSCALE, base_layout
 QUERY_LINE = dict(color="#22d3ee", width=2.5)
 
 
+def patch_heatmap(amap: Any, patch: int, **kwargs: Any) -> go.Heatmap:
+    """A grid map drawn in input pixels: cell (row, col) covers [row*P, (row+1)*P) x [col*P, (col+1)*P)."""
+    return go.Heatmap(
+        z=amap,
+        x0=patch / 2,
+        dx=patch,
+        y0=patch / 2,
+        dy=patch,
+        colorscale=MAP_COLORSCALE,
+        zsmooth=False,
+        **kwargs,
+    )
+
+
 def query_shape(
     rc: tuple[int, int] | None, patch: int, xref: str = "x", yref: str = "y"
 ) -> list[dict[str, Any]]:
@@ -64,15 +78,10 @@ def attention_figure(
 ) -> go.Figure:
     h, w = grid
     fig = go.Figure(
-        go.Heatmap(
-            z=amap,
-            x0=patch / 2,
-            dx=patch,
-            y0=patch / 2,
-            dy=patch,
-            colorscale=MAP_COLORSCALE,
+        patch_heatmap(
+            amap,
+            patch,
             opacity=opacity,
-            zsmooth=False,
             showscale=True,
             colorbar=dict(thickness=8, len=0.8, tickfont=dict(size=10), outlinewidth=0),
             hovertemplate="x %{x:.0f} px, y %{y:.0f} px<br>attention %{z:.4g}<extra>click to query</extra>",
@@ -180,15 +189,10 @@ def heads_figure(
     for i, amap in enumerate(maps):
         r, c = divmod(i, cols)
         fig.add_trace(
-            go.Heatmap(
-                z=amap,
-                x0=patch / 2,
-                dx=patch,
-                y0=patch / 2,
-                dy=patch,
-                colorscale=MAP_COLORSCALE,
+            patch_heatmap(
+                amap,
+                patch,
                 showscale=False,
-                zsmooth=False,
                 hovertemplate=f"head {i}<br>attention %{{z:.4g}}<extra></extra>",
             ),
             row=r + 1,
