@@ -57,11 +57,11 @@ async def test_redis_down_then_back(redis_server_control: RedisServer) -> None:
         assert await store.get(k) == b"cached"
 
         server.stop()
-        for i in range(20):  # every call answers promptly, without raising
+        for i in range(20):  # every call answers promptly (no retries, no waiting), without raising
             value, took = await _timed(store.get(k))
-            assert value is None and took < 0.5
+            assert value is None and took < 1.0
             _, took = await _timed(store.set(_key(str(i)), b"v"))
-            assert took < 0.5
+            assert took < 1.0
         assert await store.get_many([k, _key("y")]) == [None, None]
         assert not await store.ping()
         st = store.stats()
@@ -87,12 +87,14 @@ async def test_slow_redis_times_out(redis_server_control: RedisServer) -> None:
     admin = redis.Redis.from_url(server.url)
     try:
         await store.set(k, b"v")
-        admin.execute_command("CLIENT", "PAUSE", 600, "ALL")  # every client's commands now wait 0.6 s
+        # Every client's commands now wait 2 s: a call that returns well before that did not wait for Redis
+        # (the margin keeps this a check of the timeout, not of how busy the machine is).
+        admin.execute_command("CLIENT", "PAUSE", 2000, "ALL")
         for _ in range(5):
             value, took = await _timed(store.get(k))
-            assert value is None and took < 0.3
+            assert value is None and took < 1.0
         assert store.breaker.state == "open"
-        await asyncio.sleep(0.7)  # pause over, cool-down over
+        await asyncio.sleep(2.2)  # pause over, cool-down over
         assert await store.get(k) == b"v"
         assert store.breaker.state == "closed"
     finally:
