@@ -47,6 +47,7 @@ TAGS = [
     {"name": "images", "description": "Uploads and per-image analyses (A1-A4)"},
     {"name": "sets", "description": "Image sets: set metrics and token embeddings (A5)"},
     {"name": "jobs", "description": "Long work with progress"},
+    {"name": "reference", "description": "The paper's published curves, for overlays"},
 ]
 
 
