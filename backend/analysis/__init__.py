@@ -17,10 +17,14 @@ from backend.analysis.attention import (
     pixel_distances,
     query_index,
     query_map,
+    relative_attention_distance,
     rollout_query_map,
+    uniform_attention_distance,
 )
 from backend.analysis.spectrum import (
     AMPLITUDE_EPS,
+    delta_bin,
+    half_diagonal_bins,
     half_diagonal_delta,
     half_diagonal_frequencies,
     high_frequency_delta,
@@ -49,6 +53,8 @@ __all__ = [
     "attention_nmi",
     "attention_rollout",
     "compute_metrics",
+    "delta_bin",
+    "half_diagonal_bins",
     "half_diagonal_delta",
     "half_diagonal_frequencies",
     "head_mean",
@@ -66,7 +72,9 @@ __all__ = [
     "pixel_distances",
     "query_index",
     "query_map",
+    "relative_attention_distance",
     "rollout_query_map",
     "singular_values",
     "tsne_2d",
+    "uniform_attention_distance",
 ]

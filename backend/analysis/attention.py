@@ -98,6 +98,23 @@ def pixel_distances(
     return patch_size * torch.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :])
 
 
+def uniform_attention_distance(grid: tuple[int, int], patch_size: int) -> float:
+    """A2 of uniform attention (every query attends every patch equally, itself included), in pixels.
+
+    The mean distance between two patch centres of the grid: 116.49 px on 14 x 14 at patch 16, 16.55 px on
+    8 x 8 at patch 4. The natural unit for comparing models whose grids or input sizes differ.
+    """
+    return float(pixel_distances(grid, patch_size, dtype=torch.float64).mean())
+
+
+def relative_attention_distance(distance: Tensor, grid: tuple[int, int], patch_size: int) -> Tensor:
+    """A2 divided by the same grid's uniform-attention distance: 1 = uniform, 0 = every query on itself.
+
+    The patch size cancels; the value depends on the grid only, so a 32 px and a 224 px model share one axis.
+    """
+    return distance / uniform_attention_distance(grid, patch_size)
+
+
 def _distance(a: Tensor, dist: Tensor) -> Tensor:
     # sum_q sum_k a[q, k] D[q, k] / Nq as one mat-vec: no (..., Np, Np) temporary.
     return (a.flatten(-2) @ dist.to(a.dtype).flatten()) / a.shape[-1]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,20 +33,30 @@ def log_amplitude_spectrum(z: Tensor, grid: tuple[int, int], num_prefix: int) ->
     return torch.fft.fftshift(spec, dim=(-2, -1))
 
 
-def half_diagonal_delta(spec: Tensor) -> Tensor:
-    """``delta(m) = L(m, m) - L(0, 0)`` from the centre outwards: ``(..., H, W)`` -> ``(..., min(H, W)//2)``.
+def half_diagonal_bins(grid: tuple[int, int]) -> int:
+    """How many half-diagonal bins the paper's code keeps: ``(h + 1) // 2`` on an ``h x h`` grid.
 
-    ``m = 0 .. H/2 - 1`` on a square grid (7 values on 14 x 14), so ``delta(0) = 0`` and the Nyquist bin is
-    left out. On a non-square grid the diagonal steps one bin along each axis, i.e. frequencies
-    ``(2 pi m / H, 2 pi m / W)``, and stops at ``min(H, W) // 2`` bins (see ``half_diagonal_frequencies``).
+    The paper rolls the spectrum by ``h // 2`` and keeps ``diag()[h // 2:]``: frequencies ``0 .. h/2 - 1`` on
+    an even grid (Nyquist left out: 7 bins on 14 x 14) and ``0 .. (h - 1)/2`` on an odd one (4 bins on 7 x 7).
+    A non-square grid steps one bin along each axis and stops at the shorter side's count.
+    """
+    h, w = check_grid(grid)
+    if min(h, w) < 2:
+        raise AnalysisArgumentError(f"a {h}x{w} grid has no half-diagonal: both sides must be at least 2")
+    return min((h + 1) // 2, (w + 1) // 2)
+
+
+def half_diagonal_delta(spec: Tensor) -> Tensor:
+    """``delta(m) = L(m, m) - L(0, 0)`` from the centre outwards: ``(..., H, W)`` -> ``(..., bins)``.
+
+    ``m = 0 .. half_diagonal_bins - 1`` (7 values on 14 x 14, 4 on 7 x 7), so ``delta(0) = 0``. On a
+    non-square grid the diagonal steps one bin along each axis, i.e. frequencies ``(2 pi m / H, 2 pi m / W)``
+    (see ``half_diagonal_frequencies``).
     """
     if spec.dim() < 2:
         raise AnalysisArgumentError(f"spectrum must be (..., H, W), got shape {tuple(spec.shape)}")
     h, w = int(spec.shape[-2]), int(spec.shape[-1])
-    bins = min(h, w) // 2
-    if bins < 1:
-        raise AnalysisArgumentError(f"a {h}x{w} grid has no half-diagonal: both sides must be at least 2")
-    m = torch.arange(bins, device=spec.device)
+    m = torch.arange(half_diagonal_bins((h, w)), device=spec.device)
     diag = spec[..., h // 2 + m, w // 2 + m]
     return diag - diag[..., :1]
 
@@ -52,11 +64,40 @@ def half_diagonal_delta(spec: Tensor) -> Tensor:
 def half_diagonal_frequencies(grid: tuple[int, int]) -> list[tuple[float, float]]:
     """The (row, column) frequencies in radians per patch of each ``half_diagonal_delta`` bin."""
     h, w = check_grid(grid)
-    return [(2 * math.pi * m / h, 2 * math.pi * m / w) for m in range(min(h, w) // 2)]
+    return [(2 * math.pi * m / h, 2 * math.pi * m / w) for m in range(half_diagonal_bins(grid))]
+
+
+def _pi_fraction(m: int, n: int) -> str:
+    f = Fraction(2 * m, n)  # 2 pi m / n radians = f pi
+    if f == 0:
+        return "0"
+    if f == 1:
+        return "pi"
+    return f"{f.numerator} pi" if f.denominator == 1 else f"{f.numerator}/{f.denominator} pi"
+
+
+def delta_bin(grid: tuple[int, int]) -> dict[str, Any]:
+    """Which half-diagonal bin the plotted scalar reads, for ``metrics.json`` and figure labels.
+
+    ``index`` m, ``cycles_per_image`` (m along rows and columns: m periods across the grid), the same as
+    ``radians_per_patch`` (2 pi m / H, 2 pi m / W), and a ``label`` such as "bin 3: 3 cycles per image,
+    3/4 pi per patch, 8x8 grid".
+    """
+    h, w = check_grid(grid)
+    m = half_diagonal_bins(grid) - 1
+    rows, cols = _pi_fraction(m, h), _pi_fraction(m, w)
+    per_patch = rows if rows == cols else f"({rows}, {cols})"
+    return {
+        "index": m,
+        "cycles_per_image": [m, m],
+        "radians_per_patch": [2 * math.pi * m / h, 2 * math.pi * m / w],
+        "label": f"bin {m}: {m} cycles per image, {per_patch} per patch, {h}x{w} grid",
+    }
 
 
 def high_frequency_delta(z: Tensor, grid: tuple[int, int], num_prefix: int) -> Tensor:
-    """The paper's plotted scalar: ``delta`` at the last half-diagonal bin (``m = H/2 - 1``, not Nyquist (!)).
+    """The paper's plotted scalar: ``delta`` at the last half-diagonal bin (``m = H/2 - 1`` on an even grid,
+    not Nyquist (!); ``(H - 1)/2`` on an odd one: ``delta_bin``).
 
     ``(B, N, C)`` -> ``(B,)``. Higher (less negative) = relatively more high-frequency content. Equal to
     ``half_diagonal_delta(log_amplitude_spectrum(z, ...))[..., -1]`` (the tests check it), but it computes
@@ -68,12 +109,9 @@ def high_frequency_delta(z: Tensor, grid: tuple[int, int], num_prefix: int) -> T
 
 
 def _last_bin_basis(grid: tuple[int, int], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``(2, Np)``: cos and sin of ``2 pi (m r / H + m c / W)`` with ``m = min(H, W) // 2 - 1``."""
+    """``(2, Np)``: cos and sin of ``2 pi (m r / H + m c / W)`` with ``m = half_diagonal_bins - 1``."""
     h, w = check_grid(grid)
-    bins = min(h, w) // 2
-    if bins < 1:
-        raise AnalysisArgumentError(f"a {h}x{w} grid has no half-diagonal: both sides must be at least 2")
-    m = bins - 1
+    m = half_diagonal_bins(grid) - 1
     t = torch.arange(h * w, device=device)
     turns = (m * (t // w) * w + m * (t % w) * h) % (h * w)  # reduced modulo 2 pi in exact integers
     theta = (2 * math.pi / (h * w)) * turns.to(torch.float64)
@@ -91,7 +129,7 @@ def high_frequency_deltas(states: Sequence[Tensor], grid: tuple[int, int], num_p
             )
         check_tokens(z.shape[-2], grid, num_prefix)
     dtype = as_float(states[0]).dtype
-    if min(grid) // 2 == 1:  # the last bin is the zero frequency itself: delta(0) = 0 by definition
+    if half_diagonal_bins(grid) == 1:  # the last bin is the zero frequency itself: delta(0) = 0 by definition
         return torch.zeros(len(states), *states[0].shape[:-2], dtype=dtype, device=states[0].device)
     basis = _last_bin_basis(grid, states[0].device, dtype)
     dc, fm = [], []

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from backend.analysis._common import AnalysisArgumentError, check_tokens
-from backend.analysis.attention import layers_attention_metrics
-from backend.analysis.spectrum import high_frequency_deltas
+from backend.analysis.attention import layers_attention_metrics, uniform_attention_distance
+from backend.analysis.spectrum import delta_bin, high_frequency_deltas
 from backend.analysis.tokens import layers_movement_coherence
 
 if TYPE_CHECKING:  # only the type: importing capture would pull in model code
@@ -138,6 +138,7 @@ def summarize(
     on_device += [*_head_summary(values.entropy), scalars.mean(-1), scalars.std(-1, correction=0)]
     host = _to_host(on_device)  # everything stays on the device until this one transfer
     image_mean, image_std = host[9].tolist(), host[10].tolist()
+    uniform = uniform_attention_distance(grid, patch_size)
     out, attn, move = (
         slice(0, n_layers + 1),
         slice(n_layers + 1, 2 * n_layers + 1),
@@ -153,6 +154,9 @@ def summarize(
         "heads": int(values.distance.shape[2]),
         "num_images": values.num_images,
         "attention_distance": _head_dict(*host[0:3]),
+        # distance / the grid's uniform-attention distance: 1 = uniform, 0 = self; comparable across grids
+        "attention_distance_relative": _head_dict(*(t / uniform for t in host[0:3])),
+        "uniform_attention_distance": uniform,
         "nmi": _head_dict(*host[3:6]),
         "attention_entropy": _head_dict(*host[6:9]),
         "delta_log_amplitude": {
@@ -160,6 +164,8 @@ def summarize(
             "value": image_mean[out],
             "std": image_std[out],
         },
+        # the half-diagonal bin both delta_log_amplitude curves read (index, cycles per image, label)
+        "delta_log_amplitude_bin": delta_bin(grid),
         "delta_log_amplitude_attn": {
             "depth": list(range(1, n_layers + 1)),
             "value": image_mean[attn],

@@ -291,3 +291,34 @@ def test_rollout_query_map() -> None:
     torch.testing.assert_close(m.sum((-2, -1)), torch.ones(2))
     with pytest.raises(ValueError):
         attention_rollout([], 0)
+
+
+def test_uniform_attention_distance_check_values() -> None:
+    """14 x 14 at patch 16: 116.49 px (the mean over all ordered pairs of patch centres, by hand)."""
+    from backend.analysis import uniform_attention_distance
+
+    cells = [(r, c) for r in range(14) for c in range(14)]
+    by_hand = sum(16 * math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
+    assert uniform_attention_distance((14, 14), 16) == pytest.approx(by_hand, abs=1e-9)
+    assert uniform_attention_distance((14, 14), 16) == pytest.approx(116.49, abs=5e-3)
+    assert uniform_attention_distance((8, 8), 4) == pytest.approx(16.546, abs=1e-3)
+    # a 1 x 2 grid: half the pairs are self (0), half one patch apart
+    assert uniform_attention_distance((1, 2), 10) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(("grid", "num_prefix"), [((14, 14), 1), ((8, 8), 1), ((3, 5), 4)])
+def test_relative_distance_uniform_is_one_identity_is_zero(grid: tuple[int, int], num_prefix: int) -> None:
+    from backend.analysis import relative_attention_distance
+
+    n_p = grid[0] * grid[1]
+    uniform = with_prefix(torch.full((1, 1, n_p, n_p), 1.0 / n_p, dtype=torch.float64), num_prefix)
+    identity = with_prefix(torch.eye(n_p, dtype=torch.float64)[None, None], num_prefix)
+    for patch in (16, 4):
+        rel_u = relative_attention_distance(
+            mean_attention_distance(uniform, grid, patch, num_prefix), grid, patch
+        )
+        rel_i = relative_attention_distance(
+            mean_attention_distance(identity, grid, patch, num_prefix), grid, patch
+        )
+        assert rel_u.item() == pytest.approx(1.0, abs=1e-5)
+        assert rel_i.item() == pytest.approx(0.0, abs=1e-5)

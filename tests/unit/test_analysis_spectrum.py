@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from backend.analysis import (
+    delta_bin,
+    half_diagonal_bins,
     half_diagonal_delta,
     half_diagonal_frequencies,
     high_frequency_delta,
@@ -116,7 +119,7 @@ def test_odd_grid_and_half_precision() -> None:
     g = torch.Generator().manual_seed(1)
     z = torch.randn(2, 1 + 25, 8, generator=g)
     delta = half_diagonal_delta(log_amplitude_spectrum(z, (5, 5), 1))
-    assert delta.shape == (2, 2)
+    assert delta.shape == (2, 3)  # the paper's (h + 1) // 2 bins: frequencies 0, 1, 2 of 5
     hf16 = high_frequency_delta(z.half(), (5, 5), 1)
     assert hf16.dtype == torch.float32
     torch.testing.assert_close(hf16, delta[:, -1], atol=5e-3, rtol=0)
@@ -134,9 +137,61 @@ def test_high_frequency_delta_equals_the_fft_map(grid: tuple[int, int], num_pref
     """The two-coefficient path against the full FFT map (random tokens plus a wave at the last bin)."""
     h, w = grid
     g = torch.Generator().manual_seed(3)
-    m = min(h, w) // 2 - 1
+    m = half_diagonal_bins(grid) - 1
     values = torch.randn(3, h, w, 16, generator=g, dtype=torch.float64) + diagonal_wave(h, w, m, 16, 5.0)
     z = tokens(values, num_prefix)
     expected = half_diagonal_delta(log_amplitude_spectrum(z, grid, num_prefix))[:, -1]
     torch.testing.assert_close(high_frequency_delta(z, grid, num_prefix), expected)
     torch.testing.assert_close(high_frequency_delta(z.float(), grid, num_prefix), expected.float())
+
+
+def paper_fourier_delta(latent: np.ndarray) -> np.ndarray:
+    """The paper's code (naver-ai/cl-vs-mim, fourier analysis), in numpy: ``(B, N, C)`` patch tokens of a
+    square grid -> the relative log amplitudes along the half-diagonal, ``latent - latent[0]``."""
+    b, n, c = latent.shape
+    h = w = int(math.sqrt(n))
+    x = latent.reshape(b, h, w, c).transpose(0, 3, 1, 2)  # b (h w) c -> b c h w
+    f = np.log(np.abs(np.fft.fft2(x)) + 1e-6)
+    f = np.roll(f, shift=(int(h / 2), int(w / 2)), axis=(2, 3)).mean(axis=(0, 1))
+    diag = np.diag(f)[int(h / 2) :]
+    return diag - diag[0]
+
+
+@pytest.mark.parametrize("side", [7, 8, 14, 5])
+def test_half_diagonal_follows_the_papers_code(side: int) -> None:
+    """Random tokens on odd and even grids: the bins (``(h + 1) // 2``) and the values of the paper's code."""
+    rng = np.random.default_rng(side)
+    latent = rng.standard_normal((4, side * side, 32))
+    want = paper_fourier_delta(latent)
+    assert len(want) == (side + 1) // 2 == half_diagonal_bins((side, side))
+    z = tokens(torch.from_numpy(latent.reshape(4, side, side, 32)), num_prefix=1)
+    got = half_diagonal_delta(log_amplitude_spectrum(z, (side, side), 1)).mean(0)  # linear after the log
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-9)
+    hf = high_frequency_delta(z, (side, side), 1).mean().item()
+    assert hf == pytest.approx(float(want[-1]), abs=1e-9)
+
+
+def test_7x7_check_value_reads_the_last_odd_bin() -> None:
+    """7 x 7 random tokens: the paper reads frequency 3 (the 4th bin), not 2 (what min(h, w) // 2 kept)."""
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((16, 49, 192))
+    want = paper_fourier_delta(latent)
+    z = tokens(torch.from_numpy(latent.reshape(16, 7, 7, 192)), num_prefix=1)
+    got = high_frequency_delta(z, (7, 7), 1).mean().item()
+    assert got == pytest.approx(float(want[3]), abs=1e-9)
+    assert abs(got - float(want[2])) > 1e-3  # the old bin is a different number
+    assert delta_bin((7, 7))["index"] == 3
+
+
+def test_delta_bin_says_which_bin_and_frequency() -> None:
+    eight = delta_bin((8, 8))
+    assert eight["index"] == 3 and eight["cycles_per_image"] == [3, 3]
+    assert eight["radians_per_patch"] == pytest.approx([3 * math.pi / 4] * 2)
+    assert eight["label"] == "bin 3: 3 cycles per image, 3/4 pi per patch, 8x8 grid"
+    fourteen = delta_bin((14, 14))
+    assert fourteen["index"] == 6 and "6/7 pi per patch, 14x14" in fourteen["label"]
+    assert "6/7 pi per patch" in delta_bin((7, 7))["label"]
+    odd = delta_bin((4, 6))  # bins = min(2, 3): m = 1 steps 2 pi / 4 along rows, 2 pi / 6 along columns
+    assert odd["index"] == 1 and "(1/2 pi, 1/3 pi) per patch" in odd["label"]
+    with pytest.raises(ValueError):
+        half_diagonal_bins((1, 5))

@@ -93,15 +93,18 @@ def test_compute_metrics_schema_non_square_registers() -> None:
         "heads",
         "num_images",
         "attention_distance",
+        "attention_distance_relative",
+        "uniform_attention_distance",
         "nmi",
         "attention_entropy",
         "delta_log_amplitude",
+        "delta_log_amplitude_bin",
         "delta_log_amplitude_attn",
         "movement_coherence",
     }
     assert (m["model"], m["family"], m["preprocessing"]) == ("tiny/test", "MIM", {"crop": 32})
     assert (m["grid"], m["patch_size"], m["layers"], m["heads"], m["num_images"]) == ([3, 4], 16, 3, 2, 2)
-    for key in ("attention_distance", "nmi", "attention_entropy"):
+    for key in ("attention_distance", "attention_distance_relative", "nmi", "attention_entropy"):
         assert set(m[key]) == {"mean", "per_head", "std"}
         assert len(m[key]["mean"]) == len(m[key]["std"]) == layers
         assert [len(row) for row in m[key]["per_head"]] == [heads] * layers
@@ -113,6 +116,15 @@ def test_compute_metrics_schema_non_square_registers() -> None:
     assert len(m["movement_coherence"]["mean"]) == len(m["movement_coherence"]["std"]) == layers
     text = json.dumps(m, allow_nan=False)  # JSON-ready: plain floats, nothing non-finite
     assert json.loads(text) == m
+    # 3 x 4 at patch 16, by hand: the mean over ordered pairs of 16 * the distance between patch centres
+    cells = [(r, c) for r in range(3) for c in range(4)]
+    uniform = sum(16 * math.dist(a, b) for a in cells for b in cells) / len(cells) ** 2
+    assert m["uniform_attention_distance"] == pytest.approx(uniform, rel=1e-12)
+    for part in ("mean", "std"):
+        assert m["attention_distance_relative"][part] == pytest.approx(
+            [v / uniform for v in m["attention_distance"][part]], rel=1e-12
+        )
+    assert m["delta_log_amplitude_bin"]["index"] == 1  # min((3 + 1) // 2, (4 + 1) // 2) - 1
     # layer k of the summary is block k's attention, averaged per image then head
     for k in range(layers):
         d = mean_attention_distance(attentions[k], grid, 16, prefix)
@@ -204,7 +216,7 @@ def test_summaries_of_batches_concatenated_equal_the_summary_of_one_batch() -> N
     split = summarize(merged, **meta)  # type: ignore[arg-type]
     single = compute_metrics(whole, "cl")
     assert split["num_images"] == 5
-    for key in ("attention_distance", "nmi", "attention_entropy"):
+    for key in ("attention_distance", "attention_distance_relative", "nmi", "attention_entropy"):
         assert split[key]["mean"] == pytest.approx(single[key]["mean"], rel=1e-9)
         assert split[key]["std"] == pytest.approx(single[key]["std"], rel=1e-9, abs=1e-12)
     assert split["delta_log_amplitude"]["value"] == pytest.approx(single["delta_log_amplitude"]["value"])
