@@ -316,6 +316,10 @@ class ApiClient:
             lambda: self._json("GET", f"/sets/{set_id}/embeddings", params=params),
         )
 
+    def reference(self) -> dict[str, Any]:
+        """``GET /reference``: the paper's published curves (static, so kept once fetched)."""
+        return self._cached(("reference",), lambda: self._json("GET", "/reference"))
+
     def job(self, job_id: str) -> dict[str, Any]:
         body = self._json("GET", f"/jobs/{job_id}")
         return body if isinstance(body, dict) else {}

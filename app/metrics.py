@@ -2,7 +2,8 @@
 
 The object (``backend.analysis.summary``): ``layers``, ``heads``, ``grid``, ``patch_size``, ``num_images``,
 ``preprocessing``; per-layer ``attention_distance``, ``nmi`` and ``attention_entropy`` as
-``{"mean": [L], "std": [L], "per_head": [L][heads]}``; ``delta_log_amplitude`` as
+``{"mean": [L], "std": [L], "per_head": [L][heads]}``, ``attention_distance_relative`` the same divided by the
+grid's ``uniform_attention_distance`` (px); ``delta_log_amplitude`` as
 ``{"depth": [0..L], "value": [L+1], "std": [L+1]}`` (and ``delta_log_amplitude_attn`` on blocks 1..L).
 Reading is tolerant (a plain list, ``value`` or ``mean``): a small change of the object does not
 blank the page.
@@ -11,7 +12,7 @@ blank the page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,49 @@ class MetricSpec:
     depth_from_zero: bool  # x axis starts at depth 0 (the embedding) instead of block 1
 
 
+DISTANCE_PX = MetricSpec("attention_distance", "Mean attention distance", "pixels", False)
+DISTANCE_RELATIVE = MetricSpec(
+    "attention_distance_relative", "Mean attention distance", "× uniform attention", False
+)
+# The four panels of the curves figure, in order (the distance panel on the pixel scale).
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("attention_distance", "Mean attention distance", "pixels", False),
+    DISTANCE_PX,
     MetricSpec("nmi", "NMI (query, key)", "", False),
     MetricSpec("attention_entropy", "Attention entropy", "nats", False),
     MetricSpec("delta_log_amplitude", "Δ log amplitude (high frequency)", "", True),
 )
+EXPORTED: tuple[MetricSpec, ...] = (*METRICS, DISTANCE_RELATIVE)
+
+DistanceScale = Literal["px", "relative"]
+SCALE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("auto", "relative where grids differ"),
+    ("px", "pixels of each model's input"),
+    ("relative", "relative to uniform attention"),
+)
+
+
+def panel_specs(scale: DistanceScale) -> tuple[MetricSpec, ...]:
+    """The curves figure's panels: the distance panel in pixels or relative to uniform attention."""
+    return (DISTANCE_RELATIVE if scale == "relative" else DISTANCE_PX, *METRICS[1:])
+
+
+def distance_scale(choice: str, grids: set[tuple[int, int]]) -> DistanceScale:
+    """``auto``: relative to uniform attention when the curves on one axis come from different grids (a 32 px
+    model on 8 x 8 next to the paper's 14 x 14), pixels when they share one; else the user's choice."""
+    if choice in ("px", "relative"):
+        return choice  # type: ignore[return-value]
+    return "relative" if len(grids) > 1 else "px"
+
+
+def grid_of(metrics: dict[str, Any]) -> tuple[int, int]:
+    g = metrics.get("grid") or [0, 0]
+    return int(g[0]), int(g[1])
+
+
+def uniform_distance(metrics: dict[str, Any]) -> float | None:
+    """The model's uniform-attention distance (px of its input), as the metrics object gives it."""
+    u = metrics.get("uniform_attention_distance")
+    return float(u) if isinstance(u, int | float) and u > 0 else None
 
 
 def _floats(values: Any) -> list[float] | None:
@@ -118,7 +156,7 @@ def metrics_table(per_model: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Long-form rows ``model, metric, depth, mean, std`` (and one row per head) for CSV export."""
     rows: list[dict[str, Any]] = []
     for model, metrics in per_model.items():
-        for spec in METRICS:
+        for spec in EXPORTED:
             curve = read_curve(metrics, spec)
             if curve is None:
                 continue
@@ -139,3 +177,55 @@ def metrics_table(per_model: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                             {"model": model, "metric": spec.key, "depth": x, "head": h, "value": v, "std": ""}
                         )
     return rows
+
+
+@dataclass(frozen=True)
+class ReferenceCurve:
+    """One of the paper's published curves (``GET /reference``), ready to draw next to a metric."""
+
+    label: str  # "paper: MoCo v3 ViT-B/16, ImageNet"
+    family: str
+    x: list[int]
+    y: list[float]
+    source: str
+
+
+def paper_label(series: dict[str, Any]) -> str:
+    """``MoCo v3 ViT-B/16 (CL)`` -> ``paper: MoCo v3 ViT-B/16, ImageNet`` (the setting of every series)."""
+    name = str(series.get("model", "")).split(" (")[0]
+    return f"paper: {name}, ImageNet"
+
+
+def reference_curves(reference: dict[str, Any] | None, spec: MetricSpec) -> list[ReferenceCurve]:
+    """The paper's curves of one panel: the main series of each model (``<model>.<metric>``; the notebook
+    duplicate and MAE's encoder/decoder split are left out), relative values for the relative distance."""
+    if not reference:
+        return []
+    metric = "attention_distance" if spec is DISTANCE_RELATIVE else spec.key
+    out = []
+    for s in reference.get("series", []):
+        if s.get("metric") != metric or not str(s.get("id", "")).endswith("." + metric):
+            continue
+        values = s.get("values_relative") if spec is DISTANCE_RELATIVE else s.get("values")
+        if not isinstance(values, list):
+            continue
+        out.append(
+            ReferenceCurve(
+                label=paper_label(s),
+                family=str(s.get("family", "")),
+                x=[int(v) for v in s["x_values"]],
+                y=[float(v) for v in values],
+                source=str(s.get("source", "")),
+            )
+        )
+    return out
+
+
+def curve_grids(
+    per_model: dict[str, dict[str, Any]], reference: dict[str, Any] | None
+) -> set[tuple[int, int]]:
+    """The patch grids of the curves on one axis: each model's, and the paper's when it is overlaid."""
+    grids = {grid_of(m) for m in per_model.values()}
+    if reference and reference.get("grid"):
+        grids.add(grid_of(reference))
+    return grids

@@ -2,21 +2,19 @@
 
 For one image: ``GET /images/{id}/metrics``; for the whole set (two or more images): ``POST /sets`` then
 ``GET /sets/{id}/metrics`` (mean over images with a std band). Moving the layer slider only moves the marker
-(a ``Patch`` of the shapes).
+(a ``Patch`` of the shapes). The paper's curves (``GET /reference``) are overlaid; the distance panel is on
+the relative scale where the curves' grids differ (``app.metrics.distance_scale``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from app.api_client import ApiError
+from app.api_client import ApiClient, ApiError
 from app.components.common import (
     IMG_STORE,
     MDL_CATALOG,
@@ -31,9 +29,12 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
+from app.exports import curves_files
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.style import model_colours
-from app.metrics import metrics_table
+from app.metrics import SCALE_CHOICES, curve_grids, distance_scale
+
+PAPER_OPTION = "paper"
 
 
 def layout() -> html.Section:
@@ -49,6 +50,24 @@ def layout() -> html.Section:
                 [("image", "the shown image"), ("set", "the whole set (mean ± std)")],
                 "set",
             ),
+            html.Div(
+                [
+                    radio_group("crv-distance", "Distance", list(SCALE_CHOICES), "auto"),
+                    dcc.Checklist(
+                        id="crv-paper",
+                        options=[
+                            {
+                                "label": "overlay the paper's curves (ViT-B/16, ImageNet, dashed)",
+                                "value": PAPER_OPTION,
+                            }
+                        ],
+                        value=[PAPER_OPTION],
+                        inline=True,
+                        className="radio",
+                    ),
+                ],
+                className="panel-tools-row",
+            ),
             html.Div(id="crv-msg"),
             panel_graph("crv-graph", 560, "vitscope-curves"),
             learn("curves"),
@@ -59,33 +78,49 @@ def layout() -> html.Section:
     )
 
 
+def fetch(
+    client: ApiClient,
+    meta: dict[str, Any],
+    scope: str,
+    images: dict[str, Any] | None,
+    models: list[str],
+) -> tuple[dict[str, dict[str, Any]], list[str], str]:
+    """Each model's metrics object for the shown image or the set: ``(per_model, errors, subtitle)``."""
+    ids = list((images or {}).get("ids", []))
+    image = meta.get("image")
+    errors: list[str] = []
+    if scope == "set" and len(ids) > 1:
+        try:
+            set_id = client.create_set(ids)
+        except ApiError as exc:
+            return {}, [f"cannot make a set of the {len(ids)} images: {exc.message}"], ""
+        results = client.parallel([partial(client.set_metrics, set_id, m) for m in models])
+        subtitle = f"mean over {len(ids)} images, band = ± 1 std over images"
+    else:
+        results = client.parallel([partial(client.metrics, str(image), m) for m in models])
+        name = (images or {}).get("names", {}).get(image) or str(image)[:12]
+        subtitle = f"one image: {name}"
+    per_model = {}
+    for m, res in zip(models, results, strict=True):
+        if isinstance(res, ApiError):
+            errors.append(f"{m}: {res.message}")
+        else:
+            per_model[m] = res
+    return per_model, errors, subtitle
+
+
+def fetch_reference(client: ApiClient, wanted: list[str] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The paper's curves when the overlay is ticked, else None; an error in words if the API has none."""
+    if PAPER_OPTION not in (wanted or []):
+        return None, []
+    try:
+        return client.reference(), []
+    except ApiError as exc:
+        return None, [f"the paper's curves: {exc.message}"]
+
+
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
-
-    def fetch(
-        meta: dict[str, Any], scope: str, images: dict[str, Any] | None, models: list[str]
-    ) -> tuple[dict[str, dict[str, Any]], list[str], str]:
-        ids = list((images or {}).get("ids", []))
-        image = meta.get("image")
-        errors: list[str] = []
-        if scope == "set" and len(ids) > 1:
-            try:
-                set_id = client.create_set(ids)
-            except ApiError as exc:
-                return {}, [f"cannot make a set of the {len(ids)} images: {exc.message}"], ""
-            results = client.parallel([partial(client.set_metrics, set_id, m) for m in models])
-            subtitle = f"mean over {len(ids)} images, band = ± 1 std over images"
-        else:
-            results = client.parallel([partial(client.metrics, str(image), m) for m in models])
-            name = (images or {}).get("names", {}).get(image) or str(image)[:12]
-            subtitle = f"one image: {name}"
-        per_model = {}
-        for m, res in zip(models, results, strict=True):
-            if isinstance(res, ApiError):
-                errors.append(f"{m}: {res.message}")
-            else:
-                per_model[m] = res
-        return per_model, errors, subtitle
 
     @app.callback(
         Output("crv-graph", "figure"),
@@ -93,6 +128,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input(META_STORE, "data"),
         Input("crv-scope", "value"),
         Input("ctl-layer", "value"),
+        Input("crv-distance", "value"),
+        Input("crv-paper", "value"),
         State(IMG_STORE, "data"),
         State(MDL_STORE, "data"),
         State(MDL_CATALOG, "data"),
@@ -101,6 +138,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         meta: dict[str, Any] | None,
         scope: str,
         layer: int,
+        scale_choice: str,
+        paper: list[str] | None,
         images: dict[str, Any] | None,
         models: list[str] | None,
         catalog: list[dict[str, Any]] | None,
@@ -108,7 +147,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if ctx.triggered_id == "ctl-layer":
             p = Patch()
             p["layout"]["shapes"] = layer_marker_shapes(layer)
-            p["layout"]["meta"] = {"layer": layer, "models": [m for m in models or [] if m]}
+            p["layout"]["meta"]["layer"] = layer
             return p, no_update
         models = [m for m in models or [] if m]
         if not meta or not meta.get("image") or not models:
@@ -116,15 +155,18 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 "Curves appear once there is an image and a model.", className="hint"
             )
         families = {m["id"]: m.get("family", "other") for m in catalog or []}
-        per_model, errors, subtitle = fetch(meta, scope, images, models)
+        per_model, errors, subtitle = fetch(client, meta, scope, images, models)
+        reference, ref_errors = fetch_reference(client, paper)
         fig = curves_figure(
             per_model,
             colours=model_colours(models, families),
             families=families,
             layer=layer,
             subtitle=subtitle,
+            scale=distance_scale(scale_choice, curve_grids(per_model, reference)),
+            reference=reference,
         )
-        msg = error_list(errors)
+        msg = error_list(errors + ref_errors)
         return fig, msg
 
     register_image_export(app, "crv")
@@ -149,18 +191,9 @@ def register(app: Dash, ctx_: AppContext) -> None:
     ) -> Any:
         if not meta or not meta.get("image") or not models:
             raise PreventUpdate
-        per_model, errors, subtitle = fetch(meta, scope, images, list(models))
-        if ctx.triggered_id == "crv-exp-json":
-            doc = {
-                "scope": subtitle,
-                "images": (images or {}).get("ids", []),
-                "models": per_model,
-                "errors": errors,
-            }
-            return dcc.send_string(json.dumps(doc, indent=1), "vitscope-curves.json")
-        rows = metrics_table(per_model)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["model", "metric", "depth", "head", "value", "std"])
-        writer.writeheader()
-        writer.writerows(rows)
-        return dcc.send_string(buf.getvalue(), "vitscope-curves.csv")
+        per_model, errors, subtitle = fetch(client, meta, scope, images, list(models))
+        files = curves_files(
+            per_model, scope=scope, subtitle=subtitle, images=(images or {}).get("ids", []), errors=errors
+        )
+        f = files[0] if ctx.triggered_id == "crv-exp-json" else files[1]
+        return dcc.send_string(str(f.data), f.path)

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from app.api_client import ApiError
+from app.api_client import ApiClient, ApiError
 from app.components.common import (
     IMG_STORE,
     MDL_STORE,
@@ -26,6 +23,7 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
+from app.exports import spectrum_files
 from app.figures.spectrum import spectrum_figure
 
 STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
@@ -49,28 +47,26 @@ def layout() -> html.Section:
     )
 
 
+def fetch(
+    client: ApiClient, meta: dict[str, Any], layer: int, state: str, models: list[str]
+) -> tuple[dict[str, list[list[float]]], dict[str, int], list[str]]:
+    """Each model's centred 2D spectrum at ``layer`` (clipped to its depth): ``(spectra, depths, errors)``."""
+    image = meta["image"]
+    shapes = meta.get("models", {})
+    models = [m for m in models if m in shapes]
+    depths = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
+    results = client.parallel([partial(client.spectrum, image, m, depths[m], state) for m in models])
+    spectra, errors = {}, []
+    for m, res in zip(models, results, strict=True):
+        if isinstance(res, ApiError):
+            errors.append(f"{m}: {res.message}")
+        else:
+            spectra[m] = res["map"]
+    return spectra, depths, errors
+
+
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
-
-    def fetch(
-        meta: dict[str, Any], layer: int, state: str, models: list[str]
-    ) -> tuple[dict[str, list[list[float]]], dict[str, int], list[str]]:
-        image = meta["image"]
-        shapes = meta.get("models", {})
-        models = [m for m in models if m in shapes]
-        depths = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
-        results = client.parallel([partial(client.spectrum, image, m, depths[m], state) for m in models])
-        spectra, errors = {}, []
-        for m, res in zip(models, results, strict=True):
-            if isinstance(res, ApiError):
-                errors.append(f"{m}: {res.message}")
-                continue
-            z = res.get("map", res.get("spectrum", res.get("log_amplitude")))
-            if isinstance(z, list) and z:
-                spectra[m] = z
-            else:
-                errors.append(f"{m}: the API's spectrum answer has no map")
-        return spectra, depths, errors
 
     @app.callback(
         Output("spc-graph", "figure"),
@@ -85,7 +81,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             return {"data": [], "layout": {"height": 380}}, html.Div(
                 "Spectra appear once there is an image and a model.", className="hint"
             )
-        spectra, depths, errors = fetch(meta, layer, state, list(models))
+        spectra, depths, errors = fetch(client, meta, layer, state, list(models))
         titles = {m: f"{m} · depth {depths[m]}" for m in spectra}
         fig = spectrum_figure(
             spectra,
@@ -120,22 +116,9 @@ def register(app: Dash, ctx_: AppContext) -> None:
     ) -> Any:
         if not meta or not meta.get("image") or not models:
             raise PreventUpdate
-        spectra, depths, errors = fetch(meta, layer, state, list(models))
-        if ctx.triggered_id == "spc-exp-json":
-            doc = {
-                "image": meta["image"],
-                "state": state,
-                "depths": depths,
-                "spectra": spectra,
-                "errors": errors,
-                "note": "centred (fftshift) log amplitude averaged over channels; rows = y frequency",
-            }
-            return dcc.send_string(json.dumps(doc, indent=1), "vitscope-spectrum.json")
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["model", "state", "depth", "row", "col", "log_amplitude"])
-        for m, z in spectra.items():
-            for r, row in enumerate(z):
-                for c, v in enumerate(row):
-                    writer.writerow([m, state, depths[m], r, c, v])
-        return dcc.send_string(buf.getvalue(), "vitscope-spectrum.csv")
+        spectra, depths, errors = fetch(client, meta, layer, state, list(models))
+        files = spectrum_files(
+            spectra, depths=depths, state=state, layer=layer, image=meta["image"], errors=errors
+        )
+        f = files[0] if ctx.triggered_id == "spc-exp-json" else files[1]
+        return dcc.send_string(str(f.data), f.path)

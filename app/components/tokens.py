@@ -4,16 +4,13 @@ seconds."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from app.api_client import ApiError
+from app.api_client import ApiClient, ApiError
 from app.components.common import (
     IMG_STORE,
     MDL_STORE,
@@ -29,7 +26,8 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.figures.tokens import read_points, tokens_figure
+from app.exports import tokens_files
+from app.figures.tokens import tokens_figure
 
 TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
 
@@ -64,26 +62,34 @@ def layout() -> html.Section:
     )
 
 
+def fetch(
+    client: ApiClient,
+    meta: dict[str, Any],
+    images: dict[str, Any],
+    layer: int,
+    method: str,
+    models: list[str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each model's 2D token projection of the set at ``layer``: ``(per_model, layers, errors)``; ApiError
+    when the set cannot be made."""
+    ids = list(images.get("ids", []))
+    shapes = meta.get("models", {})
+    models = [m for m in models if m in shapes]
+    set_id = client.create_set(ids)
+    layers = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
+    results = client.parallel([partial(client.embeddings, set_id, m, layers[m], method) for m in models])
+    out, errors = {}, []
+    for m, res in zip(models, results, strict=True):
+        if isinstance(res, ApiError):
+            errors.append(f"{m}: {res.message}")
+        else:
+            out[m] = res
+    return out, layers, errors
+
+
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
     register_disclosure(app, "tok", TOKENS_LABEL)
-
-    def fetch(
-        meta: dict[str, Any], images: dict[str, Any], layer: int, method: str, models: list[str]
-    ) -> tuple[dict[str, dict[str, Any]], dict[str, int], list[str]]:
-        ids = list(images.get("ids", []))
-        shapes = meta.get("models", {})
-        models = [m for m in models if m in shapes]
-        set_id = client.create_set(ids)
-        layers = {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models}
-        results = client.parallel([partial(client.embeddings, set_id, m, layers[m], method) for m in models])
-        out, errors = {}, []
-        for m, res in zip(models, results, strict=True):
-            if isinstance(res, ApiError):
-                errors.append(f"{m}: {res.message}")
-            else:
-                out[m] = res
-        return out, layers, errors
 
     @app.callback(
         Output("tok-graph", "figure"),
@@ -109,7 +115,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not meta or not ids or not models:
             return no_update, html.Div("Add images and pick models first.", className="hint")
         try:
-            per_model, layers, errors = fetch(meta, images or {}, layer, method, list(models))
+            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, list(models))
         except ApiError as exc:
             return no_update, html.Div(
                 f"cannot make a set of the images: {exc.message}", className="error-text"
@@ -157,24 +163,16 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not meta or not (images or {}).get("ids") or not models:
             raise PreventUpdate
         try:
-            per_model, layers, errors = fetch(meta, images or {}, layer, method, list(models))
+            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, list(models))
         except ApiError as exc:
             per_model, layers, errors = {}, {}, [exc.message]
-        ids = (images or {}).get("ids", [])
-        if ctx.triggered_id == "tok-exp-json":
-            doc = {
-                "images": ids,
-                "method": method,
-                "layers": layers,
-                "embeddings": per_model,
-                "errors": errors,
-            }
-            return dcc.send_string(json.dumps(doc, indent=1), "vitscope-tokens.json")
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["model", "layer", "method", "image_index", "image", "x", "y"])
-        for m, body in per_model.items():
-            xs, ys, idx = read_points(body)
-            for x, y, k in zip(xs, ys, idx, strict=True):
-                writer.writerow([m, layers[m], method, k, ids[k] if k < len(ids) else "", x, y])
-        return dcc.send_string(buf.getvalue(), "vitscope-tokens.csv")
+        files = tokens_files(
+            per_model,
+            layers=layers,
+            layer=layer,
+            method=method,
+            image_ids=(images or {}).get("ids", []),
+            errors=errors,
+        )
+        f = files[0] if ctx.triggered_id == "tok-exp-json" else files[1]
+        return dcc.send_string(str(f.data), f.path)

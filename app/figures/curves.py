@@ -2,6 +2,8 @@
 
 One colour per model (family-coded), the std over images as a band when the curves are for a set, and the
 current layer marked by a vertical line in every panel (``layout.shapes``, one per panel, in panel order).
+The distance panel is in pixels or relative to uniform attention (``scale``); each model's uniform-attention
+level is a faint dotted line there. The paper's published curves (``reference``) are overlaid dashed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,21 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.figures.style import DASHES, base_layout, family_key, rgba
-from app.metrics import METRICS, read_curve
+from app.metrics import (
+    DISTANCE_RELATIVE,
+    METRICS,
+    DistanceScale,
+    ReferenceCurve,
+    grid_of,
+    panel_specs,
+    read_curve,
+    reference_curves,
+    uniform_distance,
+)
 
 LAYER_LINE = dict(color="#e03131", width=1.5, dash="dot")
+# The paper's curves: dashed, darker for its CL model (MoCo v3), lighter for its MIM model (SimMIM).
+REFERENCE_COLOURS = {"cl": "#343a40", "mim": "#868e96"}
 
 
 def layer_marker_shapes(layer: int | None, n_panels: int = len(METRICS)) -> list[dict[str, Any]]:
@@ -39,6 +53,31 @@ def layer_marker_shapes(layer: int | None, n_panels: int = len(METRICS)) -> list
     return shapes
 
 
+def _uniform_trace(x: list[int], level: float, colour: str, text: str) -> go.Scatter:
+    return go.Scatter(
+        x=[min(x), max(x)],
+        y=[level, level],
+        mode="lines",
+        line=dict(color=rgba(colour, 0.45), width=1, dash="dot"),
+        hovertemplate=f"{text}<extra></extra>",
+        showlegend=False,
+        name=text,
+    )
+
+
+def _reference_trace(ref: ReferenceCurve, first: bool) -> go.Scatter:
+    return go.Scatter(
+        x=ref.x,
+        y=ref.y,
+        mode="lines",
+        line=dict(color=REFERENCE_COLOURS.get(ref.family, "#495057"), width=1.6, dash="dash"),
+        name=ref.label,
+        legendgroup=ref.label,
+        showlegend=first,
+        hovertemplate=f"{ref.label}<br>%{{x}}: %{{y:.4g}}<br>{ref.source}<extra></extra>",
+    )
+
+
 def curves_figure(
     per_model: dict[str, dict[str, Any]],
     *,
@@ -46,13 +85,21 @@ def curves_figure(
     families: dict[str, str],
     layer: int | None,
     subtitle: str,
+    scale: DistanceScale = "px",
+    reference: dict[str, Any] | None = None,
+    delta_label: str | None = None,
 ) -> go.Figure:
-    titles = [spec.title + (f" ({spec.unit})" if spec.unit else "") for spec in METRICS]
+    """``reference``: the API's ``/reference`` document (None: no overlay); ``delta_label`` says which
+    frequency bin the delta log amplitude panel reads (e.g. "3/4 π on 8 × 8")."""
+    specs = panel_specs(scale)
+    titles = [spec.title + (f" ({spec.unit})" if spec.unit else "") for spec in specs]
+    if delta_label:
+        titles[3] += f"<br><sup>{delta_label}</sup>"
     fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.09, vertical_spacing=0.16)
     for model, metrics in per_model.items():
         colour = colours.get(model, "#444")
         dash = DASHES[family_key(families.get(model))]
-        for i, spec in enumerate(METRICS):
+        for i, spec in enumerate(specs):
             curve = read_curve(metrics, spec)
             if curve is None:
                 continue
@@ -90,6 +137,19 @@ def curves_figure(
                 row=row + 1,
                 col=col + 1,
             )
+            if i == 0 and scale == "px" and (u := uniform_distance(metrics)) is not None:
+                h, w = grid_of(metrics)
+                text = f"{model}: uniform attention on its {h} × {w} grid = {u:.2f} px"
+                fig.add_trace(_uniform_trace(curve.x, u, colour, text), row=1, col=1)
+    refs_shown: set[str] = set()
+    for i, spec in enumerate(specs):
+        row, col = divmod(i, 2)
+        for ref in reference_curves(reference, spec):
+            fig.add_trace(_reference_trace(ref, ref.label not in refs_shown), row=row + 1, col=col + 1)
+            refs_shown.add(ref.label)
+    if scale == "relative" and per_model:
+        xs = [x for m in per_model.values() if (c := read_curve(m, DISTANCE_RELATIVE)) for x in c.x] or [1]
+        fig.add_trace(_uniform_trace(xs, 1.0, "#495057", "uniform attention (every grid) = 1"), row=1, col=1)
     fig.update_xaxes(title_text="block", dtick=1, showgrid=True, gridcolor="#eef0f4", zeroline=False)
     fig.update_xaxes(title_text="depth (0 = embedding)", row=2, col=2)
     fig.update_yaxes(showgrid=True, gridcolor="#eef0f4", zeroline=False)
@@ -101,6 +161,6 @@ def curves_figure(
         legend=dict(orientation="h", yanchor="bottom", y=1.06, x=1, xanchor="right"),
         height=560,
         hovermode="closest",
-        meta=dict(layer=layer, models=list(per_model)),
+        meta=dict(layer=layer, models=list(per_model), scale=scale, reference=sorted(refs_shown)),
     )
     return fig

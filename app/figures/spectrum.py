@@ -1,4 +1,8 @@
-"""A4 step 5: the centred 2D log-amplitude spectrum per model at one depth, on one shared colour scale."""
+"""A4 step 5: the centred 2D log-amplitude spectrum per model at one depth, on one shared colour scale.
+
+Axes are in cycles per image (the frequency index after ``fftshift``: column ``c`` of a width-``W`` map is
+``c - W // 2`` cycles across the image), so models with different grids read alike.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,9 @@ from plotly.subplots import make_subplots
 from app.figures.style import SPECTRUM_COLORSCALE, base_layout
 
 
-def frequencies(n: int) -> list[float]:
-    """Centred frequency of each row/column after fftshift, in units of pi radians per patch."""
-    return [round((i - n // 2) * 2.0 / n, 4) for i in range(n)]
+def frequencies(n: int) -> list[int]:
+    """Centred frequency of each row/column after fftshift, in cycles per image (``2 pi k / n`` rad/patch)."""
+    return [i - n // 2 for i in range(n)]
 
 
 def spectrum_figure(
@@ -35,17 +39,18 @@ def spectrum_figure(
                 y=frequencies(h),
                 coloraxis="coloraxis",
                 zsmooth=False,
-                hovertemplate=f"{m}<br>ω_x %{{x}}π, ω_y %{{y}}π<br>log amplitude %{{z:.3f}}<extra></extra>",
+                hovertemplate=f"{m}<br>%{{x}} cycles/image across, %{{y}} down (of {w} × {h})"
+                "<br>log amplitude %{z:.3f}<extra></extra>",
             ),
             row=1,
             col=i + 1,
         )
-    fig.update_xaxes(title_text="ω_x / π", constrain="domain", fixedrange=True)
+    fig.update_xaxes(title_text="cycles per image (x)", constrain="domain", fixedrange=True)
     fig.update_yaxes(constrain="domain", fixedrange=True, autorange="reversed")
     for i in range(n):
         axis = "" if i == 0 else str(i + 1)
         fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"
-    fig.update_yaxes(title_text="ω_y / π", row=1, col=1)
+    fig.update_yaxes(title_text="cycles per image (y)", row=1, col=1)
     fig.update_annotations(font_size=12)
     fig.update_layout(
         **base_layout(margin=dict(l=48, r=16, t=72, b=48)),

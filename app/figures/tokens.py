@@ -13,27 +13,13 @@ from app.figures.style import base_layout
 IMAGE_COLOURS = qualitative.Dark24
 
 
-def read_points(body: dict[str, Any]) -> tuple[list[float], list[float], list[int]]:
-    """Accept ``points: [[x, y], ...]`` or ``x``/``y`` lists, with ``image``/``image_index`` per point."""
-    pts = body.get("points", body.get("coords", body.get("coordinates")))
-    xs: list[float]
-    ys: list[float]
-    if isinstance(pts, list) and pts and isinstance(pts[0], dict):
-        xs = [float(p["x"]) for p in pts]
-        ys = [float(p["y"]) for p in pts]
-        idx = [int(p.get("image", p.get("image_index", 0))) for p in pts]
-        return xs, ys, idx
-    if isinstance(pts, list):
-        xs = [float(p[0]) for p in pts]
-        ys = [float(p[1]) for p in pts]
-    else:
-        xs = [float(v) for v in body.get("x", [])]
-        ys = [float(v) for v in body.get("y", [])]
-    idx_raw = body.get("image_index", body.get("image", body.get("images_index", body.get("labels"))))
-    idx = (
-        [int(v) for v in idx_raw] if isinstance(idx_raw, list) and len(idx_raw) == len(xs) else [0] * len(xs)
-    )
-    return xs, ys, idx
+def token_points(body: dict[str, Any]) -> list[tuple[int, int, float, float]]:
+    """``(image_index, token_index, x, y)`` of every point of the API's embeddings answer (``coords``,
+    ``image_index``, ``token_index``: the patch's row-major index on the model's grid)."""
+    return [
+        (int(i), int(t), float(p[0]), float(p[1]))
+        for i, t, p in zip(body["image_index"], body["token_index"], body["coords"], strict=True)
+    ]
 
 
 def tokens_figure(
@@ -45,20 +31,23 @@ def tokens_figure(
         rows=1, cols=n, subplot_titles=[titles.get(m, m) for m in models], horizontal_spacing=0.04
     )
     for i, m in enumerate(models):
-        xs, ys, idx = read_points(per_model[m])
-        for k in sorted(set(idx)):
-            sel = [j for j, v in enumerate(idx) if v == k]
+        points = token_points(per_model[m])
+        w = int((per_model[m].get("grid") or [1, 1])[1]) or 1
+        for k in sorted({p[0] for p in points}):
+            sel = [p for p in points if p[0] == k]
             name = image_names[k] if k < len(image_names) else f"image {k}"
             fig.add_trace(
                 go.Scatter(
-                    x=[xs[j] for j in sel],
-                    y=[ys[j] for j in sel],
+                    x=[p[2] for p in sel],
+                    y=[p[3] for p in sel],
+                    customdata=[[p[1], p[1] // w, p[1] % w] for p in sel],
                     mode="markers",
                     marker=dict(size=4, color=IMAGE_COLOURS[k % len(IMAGE_COLOURS)], opacity=0.75),
                     name=name,
                     legendgroup=f"img{k}",
                     showlegend=i == 0,
-                    hovertemplate=f"{name}<extra>{m}</extra>",
+                    hovertemplate=f"{name}<br>patch #%{{customdata[0]}} (row %{{customdata[1]}}, "
+                    f"col %{{customdata[2]}})<extra>{m}</extra>",
                 ),
                 row=1,
                 col=i + 1,

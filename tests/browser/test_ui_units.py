@@ -16,7 +16,7 @@ from app.figures.attention import attention_figure, patch_update, query_shape
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.spectrum import frequencies, spectrum_figure
 from app.figures.style import family_key, model_colours
-from app.figures.tokens import read_points
+from app.figures.tokens import token_points
 from app.metrics import METRICS, metrics_table, read_curve, read_shape
 from app.state import Query, ViewState, head_param
 
@@ -131,9 +131,9 @@ def test_curves_spectrum_tokens_figures() -> None:
         {"a": [[0.0, 1.0], [2.0, 3.0]], "b": [[-1.0, 0.0], [0.0, 5.0]]}, titles={}, subtitle=""
     )
     assert spec.layout.coloraxis.cmin == -1.0 and spec.layout.coloraxis.cmax == 5.0, "one shared colour scale"
-    assert frequencies(4) == [-1.0, -0.5, 0.0, 0.5]
-    xs, ys, idx = read_points({"coords": [[0, 1], [2, 3]], "image_index": [0, 1]})
-    assert xs == [0.0, 2.0] and ys == [1.0, 3.0] and idx == [0, 1]
+    assert frequencies(4) == [-2, -1, 0, 1] and frequencies(7) == [-3, -2, -1, 0, 1, 2, 3], "cycles/image"
+    points = token_points({"coords": [[0, 1], [2, 3]], "image_index": [0, 1], "token_index": [5, 0]})
+    assert points == [(0, 5, 0.0, 1.0), (1, 0, 2.0, 3.0)]
     assert family_key("random") == "baseline" and family_key("weird") == "other"
     colours = model_colours(["a", "b", "c"], {"a": "cl", "b": "cl", "c": "mim"})
     assert colours["a"] != colours["b"] and len(set(colours.values())) == 3
