@@ -20,7 +20,10 @@ from backend.errors import BadRequest, ModelNotFound
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("cl", "mim", "hybrid", "supervised", "baseline")
+# What each model is trained with: contrastive / self-distillation (cl), masked prediction of pixels or
+# features (mim), both (hybrid), labels (supervised), autoregressive prediction of the next patches and
+# caption tokens (autoregressive: AIMv2), or nothing (baseline).
+FAMILIES = ("cl", "mim", "hybrid", "supervised", "autoregressive", "baseline")
 SOURCES = ("timm", "url", "manual", "file", "random")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +112,16 @@ _DEIT = (
     "(arXiv:2012.12877)"
 )
 _PARK = "Park et al. What Do Self-Supervised Vision Transformers Learn? ICLR 2023 (arXiv:2305.00729)"
+_DINOV3 = "Simeoni et al. DINOv3. arXiv:2508.10104 (2025)"
+_IJEPA = (
+    "Assran et al. Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture. "
+    "CVPR 2023 (arXiv:2301.08243)"
+)
+_EVA02 = "Fang et al. EVA-02: A Visual Representation for Neon Genesis. IVC 2024 (arXiv:2303.11331)"
+_AIMV2 = (
+    "Fini et al. Multimodal Autoregressive Pre-training of Large Vision Encoders. CVPR 2025 "
+    "(arXiv:2411.14402)"
+)
 PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "timm": ""}
 
 _MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-{s}-300ep/vit-{s}-300ep.pth.tar"
@@ -127,6 +140,15 @@ _DINOV2_224 = {"pretrained_cfg_overlay": {"input_size": (3, 224, 224)}}  # not i
 # same way (about 84 M fp32 values: 337).
 _MB_S, _MB_S_HEAD, _MB_B, _MB_B_HEAD = 86.7, 88.2, 343.0, 346.0
 _MB_DINOV2_S, _MB_MOCO_S, _MB_MOCO_B, _MB_SIMMIM = 88.2, 337.0, 863.0, 345.0
+# Newer families: fp32 parameters of the timm architecture (counted on the meta device; DINOv3-S 86.4 and
+# EVA-02 sizes agree with WEIGHTS.md 2.1). The I-JEPA release is a training checkpoint (encoder, target
+# encoder, predictor, AdamW moments: facebookresearch/ijepa src/train.py save_checkpoint): about 2 x 2523 MB
+# encoders + 89 MB predictor + 2 x 2616 MB moments, an estimate from that layout, not a measured file.
+_MB_DINOV3 = {"s": 86.3, "b": 342.6, "l": 1212.3}
+_MB_EVA02 = {"t": 22.0, "s": 86.5, "b": 343.0}
+_MB_IJEPA_H, _MB_AIMV2_L = 10368.0, 1236.8
+_IJEPA_URL = "https://dl.fbaipublicfiles.com/ijepa/IN1K-vit.h.14-300e.pth.tar"
+DINOV3_LICENSE = "dinov3-license (ai.meta.com/resources/models-and-libraries/dinov3-license)"
 
 
 def _timm(model_id: str, family: str, paper: str, arch: str, license: str, description: str, size_mb: float,
@@ -178,6 +200,30 @@ _BUILTIN: tuple[ModelSpec, ...] = (
           "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed.", _MB_S_HEAD),
     _timm("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", "apache-2.0",
           "DeiT-B/16 supervised on IN-1k, head removed.", _MB_B_HEAD),
+    *(
+        _timm(f"dinov3-vit-{s}16", "hybrid", _DINOV3, f"vit_{size}_patch16_dinov3.lvd1689m", DINOV3_LICENSE,
+              f"DINOv3 ViT-{s.upper()}/16 (DINO + iBOT + KoLeo losses, Gram anchoring, LVD-1689M, distilled "
+              "from ViT-7B): RoPE (no absolute position embedding), CLS + 4 registers, 256 px (16x16).",
+              _MB_DINOV3[s])
+        for s, size in (("s", "small"), ("b", "base"), ("l", "large"))
+    ),
+    _release("ijepa-vit-h14", "mim", _IJEPA, "vit_huge_patch14_gap_224.in1k_ijepa", {}, _IJEPA_URL, "ijepa",
+             "cc-by-nc-4.0 (non-commercial)",
+             "I-JEPA ViT-H/14, 300 ep IN-1k, target encoder: predicts the representations of masked blocks "
+             "from a context block (masked prediction in feature space, no pixels). No CLS token (avg pool): "
+             "query a patch or use the mean.", _MB_IJEPA_H),
+    *(
+        _timm(f"eva02-vit-{s}14-mim", "mim", _EVA02, f"eva02_{size}_patch14_224.mim_in22k", "mit",
+              f"EVA-02 ViT-{s.upper()}/14 MIM pretrain on IN-22k: masked tokens regress the features of an "
+              "EVA-CLIP teacher (MIM with a language-supervised target); RoPE + absolute position embedding.",
+              _MB_EVA02[s])
+        for s, size in (("t", "tiny"), ("s", "small"), ("b", "base"))
+    ),
+    _timm("aimv2-vit-l14", "autoregressive", _AIMV2, "aimv2_large_patch14_224.apple_pt", "apple-ascl",
+          "AIMv2 ViT-L/14: a causal multimodal decoder predicts the next image patches (pixels) and "
+          "caption tokens from this encoder's prefix-attention features. No CLS token: query a patch or use "
+          "the mean.",
+          _MB_AIMV2_L),
     ModelSpec("random-vit-s16", "baseline", _PARK, "vit_small_patch16_224", dict(IN_NORM), "random", "seed=0",
               "timm", "n/a (random initialisation, no weights)",
               "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.",
@@ -192,6 +238,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
               "deit-vit-b16"),
     # Small and quick, all timm downloads: CL (DINO ViT-S), hybrid (DINOv2 ViT-S), supervised (DeiT-S).
     "small": ("dino-vit-s16", "dinov2-vit-s14", "deit-vit-s16"),
+    # Beyond the paper: DINOv3 (hybrid, RoPE + registers), I-JEPA and EVA-02 (MIM in feature space), AIMv2
+    # (autoregressive).
+    "modern": ("dinov3-vit-s16", "dinov3-vit-b16", "ijepa-vit-h14", "eva02-vit-b14-mim", "aimv2-vit-l14"),
 }
 
 
@@ -283,8 +332,8 @@ def family_from_tag(arch: str, tag: str) -> tuple[str, str]:
     """Family of a timm model from its pretrained tag, and a note for the description.
 
     Pure-pretrain tags map to their method (dino -> cl, mae/mim/ijepa/beit3 pt -> mim, DINOv2/v3 -> hybrid,
-    CLIP/SigLIP image-text -> cl); any fine-tuned (``_ft_``) or other labelled tag -> supervised; no weights
-    (tag ``untrained``) -> baseline.
+    AIMv2 -> autoregressive, CLIP/SigLIP image-text -> cl); any fine-tuned (``_ft_``) or other labelled tag ->
+    supervised; no weights (tag ``untrained``) -> baseline.
     """
     if not tag or tag == "untrained":
         return "baseline", "untrained: random init (timm has no weights for it)"
@@ -296,6 +345,8 @@ def family_from_tag(arch: str, tag: str) -> tuple[str, str]:
         return "cl", "DINO self-distillation"
     if tag.startswith(("mae", "mim")) or "ijepa" in tag or tag in ("pt", "indomain_pt"):
         return "mim", "masked image modelling pretrain"
+    if arch.startswith("aimv2"):
+        return "autoregressive", "AIMv2: autoregressive prediction of image patches and caption tokens"
     if any(t in tag for t in ("openai", "laion", "datacomp", "dfn", "metaclip", "webli", "commonpool")):
         return "cl", "language-image contrastive pretrain"
     return "supervised", "family guessed from the tag: labelled pretraining"

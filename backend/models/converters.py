@@ -33,6 +33,8 @@ LAYOUTS = {
     "dino": "a DINO backbone file (bare timm state dict) or full checkpoint {'teacher': {'backbone.*', "
     "'head.*'}, 'student', ...}",
     "ibot": "an iBOT backbone file {'state_dict': {<timm key>, optional 'masked_embed'}} or full checkpoint "
+    "ijepa": "an I-JEPA training checkpoint {'target_encoder': {'module.<timm key>'}, 'encoder', "
+    "'predictor', 'opt', 'scaler', 'epoch', ...}",
     "{'teacher': {'backbone.*', 'head.*'}, 'student', ...}",
 }
 FORMATS = tuple(LAYOUTS)
@@ -123,6 +125,12 @@ def convert_ibot(raw: Any) -> StateDict:
         sd = _unwrap(raw, "state_dict", "ibot")
     return {k: v for k, v in sd.items() if k != "masked_embed"}
 
+def convert_ijepa(raw: Any) -> StateDict:
+    """``target_encoder`` minus DDP's ``module.``: the encoder the I-JEPA paper evaluates (timm's own filter
+    takes the context ``encoder``); predictor, optimizer state and the context encoder are dropped."""
+    return _strip(_unwrap(raw, "target_encoder", "ijepa"), "module.", "ijepa")
+
+
 
 CONVERTERS: dict[str, Callable[[Any], StateDict]] = {
     "timm": convert_timm,
@@ -130,6 +138,7 @@ CONVERTERS: dict[str, Callable[[Any], StateDict]] = {
     "simmim": convert_simmim,
     "mae": convert_mae,
     "dino": convert_dino,
+    "ijepa": convert_ijepa,
     "ibot": convert_ibot,
 }
 

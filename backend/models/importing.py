@@ -42,8 +42,9 @@ from backend.models.weights import record_digest, sha256_of
 
 # Licences of the original releases (the repos' licences cover their weights).
 FORMAT_LICENSES = {"mocov3": "cc-by-nc-4.0", "mae": "cc-by-nc-4.0", "simmim": "mit", "dino": "apache-2.0",
-                   "ibot": "apache-2.0"}
-FORMAT_FAMILIES = {"mocov3": "cl", "dino": "cl", "mae": "mim", "simmim": "mim", "ibot": "hybrid"}
+                   "ibot": "apache-2.0", "ijepa": "cc-by-nc-4.0"}
+FORMAT_FAMILIES = {"mocov3": "cl", "dino": "cl", "mae": "mim", "simmim": "mim", "ibot": "hybrid",
+                   "ijepa": "mim"}
 
 
 def default_family(fmt: str, arch: str, name: str) -> str | None:
@@ -64,7 +65,7 @@ def default_arch_kwargs(fmt: str, arch: str) -> dict[str, Any]:
     if fmt == "simmim" and base.startswith("beit"):
         kwargs.update(SIMMIM_BEIT_KWARGS)
     if fmt != "timm":
-        kwargs.update(IN_NORM)  # all five original methods trained with ImageNet mean/std
+        kwargs.update(IN_NORM)  # every original release format was trained with ImageNet mean/std
     return kwargs
 
 
