@@ -138,8 +138,8 @@ CONVERTERS: dict[str, Callable[[Any], StateDict]] = {
     "simmim": convert_simmim,
     "mae": convert_mae,
     "dino": convert_dino,
-    "ijepa": convert_ijepa,
     "ibot": convert_ibot,
+    "ijepa": convert_ijepa,
 }
 
 
