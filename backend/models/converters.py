@@ -33,9 +33,9 @@ LAYOUTS = {
     "dino": "a DINO backbone file (bare timm state dict) or full checkpoint {'teacher': {'backbone.*', "
     "'head.*'}, 'student', ...}",
     "ibot": "an iBOT backbone file {'state_dict': {<timm key>, optional 'masked_embed'}} or full checkpoint "
+    "{'teacher': {'backbone.*', 'head.*'}, 'student', ...}",
     "ijepa": "an I-JEPA training checkpoint {'target_encoder': {'module.<timm key>'}, 'encoder', "
     "'predictor', 'opt', 'scaler', 'epoch', ...}",
-    "{'teacher': {'backbone.*', 'head.*'}, 'student', ...}",
 }
 FORMATS = tuple(LAYOUTS)
 HEAD_PREFIXES = ("head.", "head_dist.")
@@ -125,11 +125,11 @@ def convert_ibot(raw: Any) -> StateDict:
         sd = _unwrap(raw, "state_dict", "ibot")
     return {k: v for k, v in sd.items() if k != "masked_embed"}
 
+
 def convert_ijepa(raw: Any) -> StateDict:
     """``target_encoder`` minus DDP's ``module.``: the encoder the I-JEPA paper evaluates (timm's own filter
     takes the context ``encoder``); predictor, optimizer state and the context encoder are dropped."""
     return _strip(_unwrap(raw, "target_encoder", "ijepa"), "module.", "ijepa")
-
 
 
 CONVERTERS: dict[str, Callable[[Any], StateDict]] = {
