@@ -271,6 +271,11 @@ class Settings(UiSettings):
         default=False,
         description="Let POST /models/{id}/pull download weights (off: import them with the CLI).",
     )
+    allow_random_init: bool = Field(
+        default=False,
+        description="Build timm models that have no weights (random init of any timm name); off: only the "
+        "catalogue (with its random baseline), demo and imported models.",
+    )
     set_wait_s: float = Field(
         default=10.0, ge=0, le=600, description="How long set routes wait for their job before answering 202."
     )

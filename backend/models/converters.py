@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import re
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,7 +67,7 @@ def _unwrap(raw: Any, key: str, fmt: str) -> StateDict:
 
 def _strip(sd: StateDict, prefix: str, fmt: str, drop: tuple[str, ...] = ()) -> StateDict:
     """Keep keys under ``prefix``, without it, minus those starting with one of ``drop`` (after stripping)."""
-    out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     if not out:
         raise _bad(fmt, f"no keys start with '{prefix}' (keys: {_preview(sorted(sd))})")
     return {k: v for k, v in out.items() if not k.startswith(drop)}
@@ -150,13 +149,35 @@ def convert(raw: Any, fmt: str) -> StateDict:
 
 
 # ------------------------------------------------------------------------------------------- reading files
+def sniff_format(path: Path) -> str:
+    """What a file holds, from its first bytes (never its name): "safetensors", "zip" (a torch.save
+    checkpoint), "pickle" (a legacy torch.save file or a raw pickle), or "unknown"."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) == 9 and head[8:9] == b"{" and 8 < int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"  # an 8-byte little-endian header length, then the JSON header
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"  # PROTO opcode with a protocol number
+    return "unknown"
+
+
 def read_checkpoint(path: Path, *, trusted: bool = False) -> Any:
     """safetensors via safetensors.torch; pickles with ``weights_only=True`` (+ argparse.Namespace, which DINO
-    and iBOT full checkpoints hold). ``trusted`` allows any pickle (still needs the referenced modules)."""
+    and iBOT full checkpoints hold). ``trusted`` allows any pickle (still needs the referenced modules).
+    The format is read from the file's first bytes, not from its extension."""
     path = Path(path)
     if not path.is_file():
         raise BadCheckpoint(f"checkpoint file {str(path)!r} does not exist or is not a file")
-    if path.suffix == ".safetensors":
+    kind = sniff_format(path)
+    if kind == "unknown":
+        raise BadCheckpoint(
+            f"{path.name} is not a PyTorch checkpoint or safetensors file: its first bytes are neither a "
+            "safetensors header, a zip checkpoint (torch.save) nor a pickle (a legacy torch.save file)"
+        )
+    if kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -165,10 +186,11 @@ def read_checkpoint(path: Path, *, trusted: bool = False) -> Any:
         except (SafetensorError, OSError, ValueError) as exc:
             raise BadCheckpoint(f"{path.name} is not a readable safetensors file: {exc}") from exc
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # An open file, not the path: torch picks a loader from a ".safetensors" name.
+        with torch.serialization.safe_globals([argparse.Namespace]), open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as exc:  # bad files raise UnpicklingError, KeyError, RuntimeError, EOFError, ...
-        unsafe = _unsafe_globals(path, exc)
+        unsafe = _unsafe_globals(path, kind)
         if not unsafe:
             raise BadCheckpoint(
                 f"{path.name} is not a PyTorch checkpoint or safetensors file ({type(exc).__name__}: "
@@ -181,20 +203,57 @@ def read_checkpoint(path: Path, *, trusted: bool = False) -> Any:
                 "(import_checkpoint(..., trusted=True)); it is then converted to safetensors once."
             ) from exc
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # trusted by the user
+        with open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=False)  # trusted by the user
     except (ModuleNotFoundError, AttributeError) as exc:
         raise BadCheckpoint(f"{path.name} needs code that is not installed to unpickle: {exc}") from exc
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         raise BadCheckpoint(f"{path.name} could not be unpickled: {exc}") from exc
 
 
-def _unsafe_globals(path: Path, exc: Exception) -> list[str]:
+def _allowed_globals() -> set[str]:
     try:
-        found = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # not a zip checkpoint (legacy pickle or no checkpoint at all)
-        found = []
-    # legacy (non-zip) pickles: torch names the first offending global in its message
-    return found or re.findall(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except (ImportError, AttributeError):  # a torch without it: report every global
+        allowed = set()
+    return allowed | {"argparse.Namespace"}
+
+
+def _unsafe_globals(path: Path, kind: str) -> list[str]:
+    """Globals the file's pickles name that weights_only refuses, found without running them."""
+    if kind == "zip":
+        try:
+            with open(path, "rb") as fh:
+                return list(torch.serialization.get_unsafe_globals_in_checkpoint(fh))
+        except Exception:  # a damaged zip
+            return []
+    allowed = _allowed_globals()
+    return [g for g in _pickle_globals(path) if g not in allowed]
+
+
+def _pickle_globals(path: Path, max_pickles: int = 8) -> list[str]:
+    """``module.name`` of every GLOBAL / STACK_GLOBAL in the pickles at the start of a file (a legacy
+    torch.save file is several pickles in a row, then raw storage bytes), read with pickletools: no code
+    runs."""
+    import pickletools
+
+    found: list[str] = []
+    with open(path, "rb") as fh:
+        for _ in range(max_pickles):
+            strings: list[str] = []
+            try:
+                for op, arg, _pos in pickletools.genops(fh):
+                    if op.name == "GLOBAL":
+                        found.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            except Exception:  # the end of the pickles (storage bytes) or a damaged file
+                break
+    return list(dict.fromkeys(found))
 
 
 # ------------------------------------------------------------------------------------------- strict load

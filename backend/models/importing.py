@@ -37,14 +37,26 @@ from backend.models.catalog import (
     spec_from_card,
 )
 from backend.models.converters import FORMATS, convert, convert_timm, load_strict, read_checkpoint
-from backend.models.loading import build_model
+from backend.models.loading import build_model, check_finite
 from backend.models.weights import record_digest, sha256_of
 
 # Licences of the original releases (the repos' licences cover their weights).
-FORMAT_LICENSES = {"mocov3": "cc-by-nc-4.0", "mae": "cc-by-nc-4.0", "simmim": "mit", "dino": "apache-2.0",
-                   "ibot": "apache-2.0", "ijepa": "cc-by-nc-4.0"}
-FORMAT_FAMILIES = {"mocov3": "cl", "dino": "cl", "mae": "mim", "simmim": "mim", "ibot": "hybrid",
-                   "ijepa": "mim"}
+FORMAT_LICENSES = {
+    "mocov3": "cc-by-nc-4.0",
+    "mae": "cc-by-nc-4.0",
+    "simmim": "mit",
+    "dino": "apache-2.0",
+    "ibot": "apache-2.0",
+    "ijepa": "cc-by-nc-4.0",
+}
+FORMAT_FAMILIES = {
+    "mocov3": "cl",
+    "dino": "cl",
+    "mae": "mim",
+    "simmim": "mim",
+    "ibot": "hybrid",
+    "ijepa": "mim",
+}
 
 
 def default_family(fmt: str, arch: str, name: str) -> str | None:
@@ -153,8 +165,10 @@ def import_checkpoint(
         kwargs = _merge(default_arch_kwargs(fmt, arch), arch_kwargs or {})
         paper, license_ = PAPERS[fmt], FORMAT_LICENSES.get(fmt, "unknown: see the original release")
 
-    state_dict = load_strict(build_model(arch, kwargs), convert(read_checkpoint(path, trusted=trusted), fmt),
-                             fmt, arch)
+    state_dict = load_strict(
+        build_model(arch, kwargs), convert(read_checkpoint(path, trusted=trusted), fmt), fmt, arch
+    )
+    check_finite(state_dict, path.name)  # NaN / Inf weights would only show up as NaN results later
     weights = imported_dir() / f"{name}.safetensors"
     _save_safetensors(state_dict, weights)
     card = {
@@ -196,6 +210,7 @@ def register_trained(
     _check_new_name(name, family, allow_demo=folder.resolve() == demo_models_dir().resolve())
     model = build_model(arch, arch_kwargs)
     state_dict = load_strict(model, convert_timm(read_checkpoint(weights)), "timm", arch)
+    check_finite(state_dict, weights.name)
     target = folder / f"{name}.safetensors"
     if weights.suffix != ".safetensors":  # a torch.save file: store what was validated, never a pickle
         _save_safetensors(state_dict, target)

@@ -53,8 +53,11 @@ def perturbed(sd: StateDict) -> StateDict:
 
 
 def bn(prefix: str, n: int, affine: bool = True) -> StateDict:
-    out = {f"{prefix}.running_mean": torch.zeros(n), f"{prefix}.running_var": torch.ones(n),
-           f"{prefix}.num_batches_tracked": torch.tensor(7)}
+    out = {
+        f"{prefix}.running_mean": torch.zeros(n),
+        f"{prefix}.running_var": torch.ones(n),
+        f"{prefix}.num_batches_tracked": torch.tensor(7),
+    }
     if affine:
         out |= {f"{prefix}.weight": torch.ones(n), f"{prefix}.bias": torch.zeros(n)}
     return out
@@ -70,15 +73,23 @@ def mocov3_file(enc: StateDict) -> dict[str, Any]:
     for name, weights in (("base_encoder", enc), ("momentum_encoder", perturbed(enc))):
         sd |= prefixed(f"module.{name}.", weights)
         # 3-layer projector: Linear (no bias), BN, ReLU, Linear, BN, ReLU, Linear, BN(affine=False)
-        sd |= {f"module.{name}.head.0.weight": torch.randn(64, dim), f"module.{name}.head.3.weight":
-               torch.randn(64, 64), f"module.{name}.head.6.weight": torch.randn(16, 64)}
+        sd |= {
+            f"module.{name}.head.0.weight": torch.randn(64, dim),
+            f"module.{name}.head.3.weight": torch.randn(64, 64),
+            f"module.{name}.head.6.weight": torch.randn(16, 64),
+        }
         sd |= bn(f"module.{name}.head.1", 64) | bn(f"module.{name}.head.4", 64)
         sd |= bn(f"module.{name}.head.7", 16, affine=False)
     sd |= {"module.predictor.0.weight": torch.randn(64, 16), "module.predictor.3.weight": torch.randn(16, 64)}
     sd |= bn("module.predictor.1", 64)
     optimizer = {"state": {}, "param_groups": [{"lr": 1.5e-4, "params": [0, 1]}]}
-    return {"epoch": 300, "arch": "vit_small", "state_dict": sd, "optimizer": optimizer,
-            "scaler": {"scale": 65536.0}}
+    return {
+        "epoch": 300,
+        "arch": "vit_small",
+        "state_dict": sd,
+        "optimizer": optimizer,
+        "scaler": {"scale": 65536.0},
+    }
 
 
 def simmim_file(enc: StateDict, config: Any = None) -> dict[str, Any]:
@@ -90,8 +101,13 @@ def simmim_file(enc: StateDict, config: Any = None) -> dict[str, Any]:
         "decoder.0.weight": torch.randn(16 * 16 * 3, dim, 1, 1),
         "decoder.0.bias": torch.randn(16 * 16 * 3),
     }
-    out: dict[str, Any] = {"model": model, "optimizer": {"state": {}, "param_groups": []},
-                           "lr_scheduler": {"last_epoch": 799}, "max_accuracy": 0.0, "epoch": 799}
+    out: dict[str, Any] = {
+        "model": model,
+        "optimizer": {"state": {}, "param_groups": []},
+        "lr_scheduler": {"last_epoch": 799},
+        "max_accuracy": 0.0,
+        "epoch": 799,
+    }
     if config is not None:
         out["config"] = config
     return out
@@ -111,29 +127,50 @@ def mae_full_file(enc: StateDict) -> dict[str, Any]:
         "decoder_pred.weight": torch.randn(16 * 16 * 3, 16),
         "decoder_pred.bias": torch.randn(16 * 16 * 3),
     }
-    return {"model": enc | decoder, "optimizer": {"state": {}}, "epoch": 1599, "scaler": {},
-            "args": argparse.Namespace(model="mae_vit_base_patch16", norm_pix_loss=True)}
+    return {
+        "model": enc | decoder,
+        "optimizer": {"state": {}},
+        "epoch": 1599,
+        "scaler": {},
+        "args": argparse.Namespace(model="mae_vit_base_patch16", norm_pix_loss=True),
+    }
 
 
 def teacher_student(enc: StateDict, loss_key: str) -> dict[str, Any]:
     """DINO / iBOT full checkpoint: teacher `backbone.*` + `head.*`, DDP student, args Namespace."""
     dim = enc["cls_token"].shape[-1]
-    head = {"head.mlp.0.weight": torch.randn(64, dim), "head.mlp.0.bias": torch.randn(64),
-            "head.mlp.2.weight": torch.randn(64, 64), "head.mlp.4.weight": torch.randn(16, 64),
-            "head.last_layer.weight_g": torch.ones(100, 1), "head.last_layer.weight_v": torch.randn(100, 16)}
+    head = {
+        "head.mlp.0.weight": torch.randn(64, dim),
+        "head.mlp.0.bias": torch.randn(64),
+        "head.mlp.2.weight": torch.randn(64, 64),
+        "head.mlp.4.weight": torch.randn(16, 64),
+        "head.last_layer.weight_g": torch.ones(100, 1),
+        "head.last_layer.weight_v": torch.randn(100, 16),
+    }
     teacher = prefixed("backbone.", enc) | head
     student = prefixed("module.backbone.", perturbed(enc)) | prefixed("module.", head)
     if loss_key == "ibot_loss":
         student["module.backbone.masked_embed"] = torch.randn(1, dim)
-    return {"student": student, "teacher": teacher, "optimizer": {"state": {}}, "epoch": 100,
-            "args": argparse.Namespace(arch="vit_small", patch_size=16),
-            loss_key: {"center": torch.zeros(1, 16)}, "fp16_scaler": None}
+    return {
+        "student": student,
+        "teacher": teacher,
+        "optimizer": {"state": {}},
+        "epoch": 100,
+        "args": argparse.Namespace(arch="vit_small", patch_size=16),
+        loss_key: {"center": torch.zeros(1, 16)},
+        "fp16_scaler": None,
+    }
 
 
 # (case id, format, arch, builder of the file's object from the encoder weights, file suffix)
 CASES: list[tuple[str, str, str, Callable[[StateDict], Any], str]] = [
-    ("timm-safetensors", "timm", VIT, lambda e: e | {"head.weight": torch.randn(10, 32),
-                                                     "head.bias": torch.randn(10)}, ".safetensors"),
+    (
+        "timm-safetensors",
+        "timm",
+        VIT,
+        lambda e: e | {"head.weight": torch.randn(10, 32), "head.bias": torch.randn(10)},
+        ".safetensors",
+    ),
     ("timm-wrapped", "timm", VIT, lambda e: {"state_dict": prefixed("module.", e), "epoch": 3}, ".pth"),
     ("mocov3", "mocov3", VIT, mocov3_file, ".pth.tar"),
     ("simmim", "simmim", BEIT, simmim_file, ".pth"),
@@ -222,8 +259,17 @@ def _import(path: Path, fmt: str = "dino", name: str = "bad", **kw: Any) -> Any:
         (lambda e: {"teacher": {"backbone.x": torch.zeros(1)}}, "dino", r"missing keys: .*cls_token"),
         (lambda e: e | {"norm.weight": torch.zeros(64)}, "timm", r"does not fit .*norm.weight"),
     ],
-    ids=["dino-as-mocov3", "no-base-encoder", "mae-as-dino", "mae-as-simmim", "bare-as-ibot", "missing-key",
-         "extra-key", "empty-teacher", "shape-mismatch"],
+    ids=[
+        "dino-as-mocov3",
+        "no-base-encoder",
+        "mae-as-dino",
+        "mae-as-simmim",
+        "bare-as-ibot",
+        "missing-key",
+        "extra-key",
+        "empty-teacher",
+        "shape-mismatch",
+    ],
 )
 def test_wrong_checkpoints_are_rejected_with_the_offending_keys(
     tmp_path: Path, obj: Callable[[StateDict], Any], fmt: str, message: str
@@ -236,11 +282,17 @@ def test_wrong_checkpoints_are_rejected_with_the_offending_keys(
 
 def test_non_checkpoint_bytes(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"this is not a checkpoint at all")
-    with pytest.raises(BadCheckpoint, match="not a PyTorch checkpoint"):
+    with pytest.raises(
+        BadCheckpoint, match="junk.pth is not a PyTorch checkpoint or safetensors file: its first bytes"
+    ):
         _import(tmp_path / "junk.pth")
-    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
-    with pytest.raises(BadCheckpoint, match="not a readable safetensors file"):
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)  # the name does not make it one
+    with pytest.raises(BadCheckpoint, match="junk.safetensors is not a PyTorch checkpoint"):
         _import(tmp_path / "junk.safetensors")
+    header = b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}'
+    (tmp_path / "cut.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\x00" * 3)
+    with pytest.raises(BadCheckpoint, match="not a readable safetensors file"):  # a header, cut data
+        _import(tmp_path / "cut.safetensors")
     with pytest.raises(BadCheckpoint, match="does not exist"):
         _import(tmp_path / "absent.pth")
 
@@ -253,8 +305,9 @@ def test_unsafe_pickle_needs_trusted(tmp_path: Path) -> None:
     spec = import_checkpoint(path, "simmim", BEIT, "simmim-cfg", "mim", arch_kwargs=TINY, trusted=True)
     assert spec.card is not None and spec.card["source"]["trusted"] is True
     state = load_model("simmim-cfg").model.state_dict()  # the converted safetensors needs no trust
-    assert torch.equal(state["rel_pos_bias.relative_position_bias_table"],
-                       enc["rel_pos_bias.relative_position_bias_table"])
+    assert torch.equal(
+        state["rel_pos_bias.relative_position_bias_table"], enc["rel_pos_bias.relative_position_bias_table"]
+    )
 
 
 def test_unknown_format_and_bad_names(tmp_path: Path) -> None:
