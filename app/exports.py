@@ -139,7 +139,7 @@ SPECTRUM_ABOUT = (
 
 
 def spectrum_files(
-    spectra: dict[str, list[list[float]]],
+    answers: dict[str, dict[str, Any]],
     *,
     depths: dict[str, int],
     state: str,
@@ -147,18 +147,21 @@ def spectrum_files(
     image: str,
     errors: list[str],
 ) -> list[ExportFile]:
+    """``answers``: the API's spectrum answer per model (``map``, ``delta``, ``high_frequency_delta``)."""
     name = spectrum_name(state, layer)
     doc = {
         "image": image,
         "state": state,
         "depths": depths,
-        "spectra": spectra,
+        "spectra": answers,
         "errors": errors,
-        "note": "centred (fftshift) log amplitude averaged over channels; rows = y frequency",
+        "note": "map: centred (fftshift) log amplitude averaged over channels, rows = y frequency; "
+        "delta[m] = map(m, m) - map(0, 0) along the half-diagonal; high_frequency_delta = its last bin",
     }
 
     def rows() -> Iterable[list[Any]]:
-        for m, z in spectra.items():
+        for m, a in answers.items():
+            z = a["map"]
             h, w = len(z), len(z[0]) if z else 0
             for r, row in enumerate(z):
                 for c, v in enumerate(row):

@@ -229,3 +229,18 @@ def curve_grids(
     if reference and reference.get("grid"):
         grids.add(grid_of(reference))
     return grids
+
+
+def delta_bin_label(per_model: dict[str, dict[str, Any]]) -> str | None:
+    """Which frequency bin the delta log amplitude curves read, in the API's words
+    (``delta_log_amplitude_bin``), once if every model reads the same bin, else per model."""
+    labels = {
+        m: str(b["label"]).replace(" pi", " π")
+        for m, metrics in per_model.items()
+        if isinstance(b := metrics.get("delta_log_amplitude_bin"), dict) and b.get("label")
+    }
+    if not labels:
+        return None
+    if len(set(labels.values())) == 1:
+        return "read at " + next(iter(labels.values()))
+    return "read at " + "; ".join(f"{m}: {label}" for m, label in labels.items())

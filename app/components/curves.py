@@ -32,7 +32,7 @@ from app.context import AppContext
 from app.exports import curves_files
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.style import model_colours
-from app.metrics import SCALE_CHOICES, curve_grids, distance_scale
+from app.metrics import SCALE_CHOICES, curve_grids, delta_bin_label, distance_scale
 
 PAPER_OPTION = "paper"
 
@@ -165,6 +165,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             subtitle=subtitle,
             scale=distance_scale(scale_choice, curve_grids(per_model, reference)),
             reference=reference,
+            delta_label=delta_bin_label(per_model),
         )
         msg = error_list(errors + ref_errors)
         return fig, msg

@@ -49,8 +49,9 @@ def layout() -> html.Section:
 
 def fetch(
     client: ApiClient, meta: dict[str, Any], layer: int, state: str, models: list[str]
-) -> tuple[dict[str, list[list[float]]], dict[str, int], list[str]]:
-    """Each model's centred 2D spectrum at ``layer`` (clipped to its depth): ``(spectra, depths, errors)``."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, int], list[str]]:
+    """Each model's spectrum answer at ``layer`` (clipped to its depth: ``map``, the half-diagonal ``delta``
+    and ``high_frequency_delta``): ``(answers, depths, errors)``."""
     image = meta["image"]
     shapes = meta.get("models", {})
     models = [m for m in models if m in shapes]
@@ -61,7 +62,7 @@ def fetch(
         if isinstance(res, ApiError):
             errors.append(f"{m}: {res.message}")
         else:
-            spectra[m] = res["map"]
+            spectra[m] = res
     return spectra, depths, errors
 
 
@@ -86,8 +87,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         fig = spectrum_figure(
             spectra,
             titles=titles,
-            subtitle=f"{STATE_LABELS.get(state, state)}, block {layer}; "
-            "centre = zero frequency; one shared colour scale",
+            subtitle=f"{STATE_LABELS.get(state, state)}, block {layer}; centre = zero frequency; "
+            "one shared colour scale; the square marks the bin Δ log amplitude reads",
         )
         msg = error_list(errors)
         return fig, msg

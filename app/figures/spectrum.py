@@ -7,6 +7,7 @@ Axes are in cycles per image (the frequency index after ``fftshift``: column ``c
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -19,14 +20,43 @@ def frequencies(n: int) -> list[int]:
     return [i - n // 2 for i in range(n)]
 
 
-def spectrum_figure(
-    spectra: dict[str, list[list[float]]], *, titles: dict[str, str], subtitle: str
-) -> go.Figure:
-    models = list(spectra)
-    n = max(1, len(models))
-    fig = make_subplots(
-        rows=1, cols=n, subplot_titles=[titles.get(m, m) for m in models], horizontal_spacing=0.04
+def delta_bin_shape(m: int, axis: str) -> dict[str, Any]:
+    """A square around the half-diagonal bin (m, m) cycles per image (rows go down: +m is below centre)."""
+    return dict(
+        type="rect",
+        xref=f"x{axis}",
+        yref=f"y{axis}",
+        x0=m - 0.5,
+        x1=m + 0.5,
+        y0=m - 0.5,
+        y1=m + 0.5,
+        line=dict(color="#e03131", width=2),
+        fillcolor="rgba(0,0,0,0)",
     )
+
+
+def spectrum_figure(
+    answers: dict[str, dict[str, Any]], *, titles: dict[str, str], subtitle: str
+) -> go.Figure:
+    """``answers``: the API's spectrum answer per model (``map``, ``delta`` per half-diagonal bin, and
+    ``high_frequency_delta``, the last bin's, which the curves plot)."""
+    spectra = {m: a["map"] for m, a in answers.items()}
+    models = list(spectra)
+    bins = {m: len(a["delta"]) - 1 for m, a in answers.items() if a.get("delta")}  # the bin the curve reads
+    shapes = [
+        delta_bin_shape(bins[m], "" if i == 0 else str(i + 1)) for i, m in enumerate(models) if m in bins
+    ]
+    subplot_titles = [
+        titles.get(m, m)
+        + (
+            f"<br><sup>Δ at bin ({bins[m]}, {bins[m]}): {answers[m]['high_frequency_delta']:.3f}</sup>"
+            if m in bins and isinstance(answers[m].get("high_frequency_delta"), int | float)
+            else ""
+        )
+        for m in models
+    ]
+    n = max(1, len(models))
+    fig = make_subplots(rows=1, cols=n, subplot_titles=subplot_titles, horizontal_spacing=0.04)
     values = [v for m in models for row in spectra[m] for v in row if v is not None and math.isfinite(v)]
     zmin, zmax = (min(values), max(values)) if values else (0.0, 1.0)
     for i, m in enumerate(models):
@@ -62,6 +92,7 @@ def spectrum_figure(
             colorbar=dict(title=dict(text="log |F|", side="right"), thickness=10),
         ),
         height=380,
+        shapes=shapes,
         meta=dict(models=models, zmin=zmin, zmax=zmax),
     )
     return fig

@@ -67,7 +67,12 @@ def test_curves_and_spectrum_numbers() -> None:
     assert {r["metric"] for r in rows} >= {"attention_distance", "nmi", "delta_log_amplitude"}
     assert len([r for r in rows if r["metric"] == "nmi"]) == 2 * (1 + 2), "mean + each head per block"
     spec = spectrum_files(
-        {"a": [[0.0, 1.0], [2.0, 3.0]]}, depths={"a": 4}, state="out", layer=4, image=SHA, errors=[]
+        {"a": {"map": [[0.0, 1.0], [2.0, 3.0]], "delta": [0.0], "high_frequency_delta": 0.0}},
+        depths={"a": 4},
+        state="out",
+        layer=4,
+        image=SHA,
+        errors=[],
     )
     rows = list(csv.DictReader(io.StringIO(str(spec[1].data))))
     assert len(rows) == 4 and rows[0]["cycles_y"] == "-1" and rows[3]["cycles_x"] == "0"

@@ -6,11 +6,13 @@ import copy
 from typing import Any
 
 from app.figures.curves import curves_figure
+from app.figures.spectrum import spectrum_figure
 from app.figures.style import model_colours
 from app.metrics import (
     DISTANCE_RELATIVE,
     METRICS,
     curve_grids,
+    delta_bin_label,
     distance_scale,
     paper_label,
     read_curve,
@@ -116,3 +118,45 @@ def test_curves_in_pixels_draw_each_models_uniform_level() -> None:
     assert all(t.line.dash == "dot" and "0.45" in t.line.color for t in traces(fig, "uniform attention"))
     assert not traces(fig, "paper:"), "no overlay unless asked"
     assert "(pixels)" in fig.layout.annotations[0].text
+
+
+def test_spectrum_marks_the_bin_the_delta_reads() -> None:
+    z8 = [[float(r * 8 + c) for c in range(8)] for r in range(8)]
+    z7 = [[0.0] * 7 for _ in range(7)]
+    fig = spectrum_figure(
+        {
+            "small": {"map": z8, "delta": [0.0, -1.0, -2.0, -3.25], "high_frequency_delta": -3.25},
+            "odd": {"map": z7, "delta": [0.0, -1.0, -2.0, -2.5], "high_frequency_delta": -2.5},
+        },
+        titles={},
+        subtitle="",
+    )
+    assert list(fig.data[0].x) == [-4, -3, -2, -1, 0, 1, 2, 3], "cycles per image on 8 x 8"
+    assert list(fig.data[1].x) == [-3, -2, -1, 0, 1, 2, 3], "and on 7 x 7 (the paper's (h+1)//2 bins)"
+    first, second = fig.layout.shapes
+    assert (first.x0, first.x1, first.y0, first.y1, first.xref) == (2.5, 3.5, 2.5, 3.5, "x")
+    assert (second.x0, second.xref) == (2.5, "x2"), "bin 3 of 4 on 7 x 7 as well"
+    assert "Δ at bin (3, 3): -3.250" in fig.layout.annotations[0].text
+
+
+def test_delta_bin_label_names_the_bin_once_or_per_model() -> None:
+    a, b = small_model(), small_model()
+    a["delta_log_amplitude_bin"] = {
+        "index": 3,
+        "label": "bin 3: 3 cycles per image, 3/4 pi per patch, 8x8 grid",
+    }
+    b["delta_log_amplitude_bin"] = dict(a["delta_log_amplitude_bin"])
+    assert delta_bin_label({"a": a, "b": b}) == "read at bin 3: 3 cycles per image, 3/4 π per patch, 8x8 grid"
+    b["delta_log_amplitude_bin"] = {
+        "index": 6,
+        "label": "bin 6: 6 cycles per image, 6/7 pi per patch, 14x14 grid",
+    }
+    assert delta_bin_label({"a": a, "b": b}) == (
+        "read at a: bin 3: 3 cycles per image, 3/4 π per patch, 8x8 grid; "
+        "b: bin 6: 6 cycles per image, 6/7 π per patch, 14x14 grid"
+    )
+    assert delta_bin_label({"a": metrics_object()}) is None
+    families = {"a": "cl", "b": "mim"}
+    fig = curves_figure({"a": a, "b": b}, colours=model_colours(["a", "b"], families), families=families,
+                        layer=1, subtitle="s", delta_label=delta_bin_label({"a": a}))  # fmt: skip
+    assert "3/4 π per patch" in fig.layout.annotations[3].text

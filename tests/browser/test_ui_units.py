@@ -128,7 +128,12 @@ def test_curves_spectrum_tokens_figures() -> None:
     assert [s["x0"] for s in layer_marker_shapes(2)] == [2, 2, 2, 2]
     assert fig.layout.shapes[3].xref == "x4"
     spec = spectrum_figure(
-        {"a": [[0.0, 1.0], [2.0, 3.0]], "b": [[-1.0, 0.0], [0.0, 5.0]]}, titles={}, subtitle=""
+        {
+            "a": {"map": [[0.0, 1.0], [2.0, 3.0]], "delta": [0.0], "high_frequency_delta": 0.0},
+            "b": {"map": [[-1.0, 0.0], [0.0, 5.0]], "delta": [0.0], "high_frequency_delta": 0.0},
+        },
+        titles={},
+        subtitle="",
     )
     assert spec.layout.coloraxis.cmin == -1.0 and spec.layout.coloraxis.cmax == 5.0, "one shared colour scale"
     assert frequencies(4) == [-2, -1, 0, 1] and frequencies(7) == [-3, -2, -1, 0, 1, 2, 3], "cycles/image"
