@@ -16,7 +16,7 @@ from backend.analysis.summary import PerImage, per_image_values, summarize
 from backend.capture import capture
 from backend.errors import BadRequest
 from backend.figures import AttentionPanel, plot_attention, plot_curves, plot_spectra
-from backend.imaging import model_view, preprocess, preprocessing_for
+from backend.imaging import PREPROCESSING_MODES, model_preprocessing, model_view, preprocess
 from backend.models import load_model
 from backend.uploads import DecodedImage, decode_image
 
@@ -32,10 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--preprocessing",
-        default="paper",
-        choices=["paper", "model"],
-        help="paper: resize 256 bilinear + centre crop 224 (scaled to the model's input); "
-        "model: the model's own timm data config",
+        default="auto",
+        choices=PREPROCESSING_MODES,
+        help="auto: the model's own eval preprocessing where its card sets one or its input is not 224 px "
+        "(the demo models: 32 px, no crop), else paper; paper: resize 256 bilinear + centre crop 224 "
+        "(scaled to the model's input); model: the model's card / timm data config (default: %(default)s)",
     )
     p.add_argument("--download", action="store_true", help="download missing weights")
     p.set_defaults(func=run)
@@ -77,7 +78,7 @@ def analyze_model(
 ) -> tuple[dict[str, Any], AttentionPanel, np.ndarray]:
     """One model over all images: the metrics object, the first image's attention panel, the mean spectra."""
     loaded = load_model(model_id, device, download=download)
-    prep = preprocessing_for(loaded.data_config, mode)  # type: ignore[arg-type]
+    prep = model_preprocessing(loaded, mode)
     parts: list[PerImage] = []
     spectra_sum: torch.Tensor | None = None
     panel: AttentionPanel | None = None

@@ -86,7 +86,16 @@ def test_analyze_writes_metrics_and_figures_for_random_and_imported_models(tmp_p
     assert imported["grid"] == [2, 2] and imported["layers"] == 2
     for m in (random, imported):
         assert m["num_images"] == 3  # two batches (2 + 1) merged before averaging
-        assert m["preprocessing"]["interpolation"] == "bilinear" and m["preprocessing"]["crop_pct"] == 0.875
+    # The 224 px model gets the paper's rule; the 32 px import (no card crop) its own timm data config.
+    paper = random["preprocessing"]
+    assert (paper["mode"], paper["source"], paper["interpolation"], paper["crop_pct"]) == (
+        "paper",
+        "paper",
+        "bilinear",
+        0.875,
+    )
+    assert (imported["preprocessing"]["mode"], imported["preprocessing"]["source"]) == ("model", "timm")
+    for m in (random, imported):
         for key in ("attention_distance", "nmi", "attention_entropy"):
             assert len(m[key]["mean"]) == m["layers"] and len(m[key]["per_head"][0]) == m["heads"]
         assert m["delta_log_amplitude"]["depth"] == list(range(m["layers"] + 1))
