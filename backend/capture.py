@@ -7,7 +7,9 @@ The Trace is the one contract between capture and the analyses (ANALYSES.md sect
 - ``x_attn[k-1]``: block k's residual stream after attention, ``x + Attn(LN1(x))`` (the input of ``norm2``);
 - ``x_out[k]``: block k's output, ``x_out[0]`` the token sequence entering block 1;
 
-all ``(B, N, C)`` with ``N = num_prefix_tokens + H * W`` and patch tokens in row-major order.
+all ``(B, N, C)`` with ``N = num_prefix_tokens + H * W`` and patch tokens in row-major order. The prefix is
+``[CLS, registers]`` or registers only: ``has_cls`` says whether token 0 is a CLS token (I-JEPA and AIMv2 have
+none, so a "CLS" map or CLS metric of theirs would read a register or a patch).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class Trace:
     num_prefix_tokens: int
     model_id: str = ""
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    cls_token: bool | None = None  # capture() reads it off the model; None: a CLS token iff there is a prefix
+
+    @property
+    def has_cls(self) -> bool:
+        return self.num_prefix_tokens > 0 if self.cls_token is None else bool(self.cls_token)
 
     @property
     def num_layers(self) -> int:
@@ -65,6 +72,11 @@ def _attention_module(block: nn.Module) -> Any:
     if attn is None or not hasattr(attn, "attn_drop"):
         raise TypeError(f"{type(block).__name__} has no timm attention with `attn_drop`; cannot capture it")
     return attn
+
+
+def has_cls_token(model: nn.Module) -> bool:
+    """Whether the model's first token is a CLS token (timm keeps ``cls_token = None`` without one)."""
+    return getattr(model, "cls_token", None) is not None
 
 
 def grid_and_patch(model: nn.Module, pixels: Tensor) -> tuple[tuple[int, int], int]:
@@ -155,4 +167,5 @@ def capture(
         num_prefix_tokens=num_prefix,
         model_id=model_id,
         preprocessing=dict(preprocessing or {}),
+        cls_token=has_cls_token(model),
     )
