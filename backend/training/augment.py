@@ -10,6 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,16 +35,31 @@ CL_AUGMENT = AugmentConfig()
 MIM_AUGMENT = AugmentConfig(crop_scale=(0.67, 1.0), jitter_p=0.0, grayscale_p=0.0)
 
 _LUMA = (0.299, 0.587, 0.114)
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_FROM_YIQ = tuple(tuple(float(v) for v in row) for row in np.linalg.inv(np.array(_TO_YIQ)))
+
+# Constants are Python floats, never tensors made from host data: on a GPU each such tensor is a blocking
+# host-to-device copy, i.e. a sync every step.
 
 
 def to_float(images: Tensor) -> Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 
+def _per_channel(x: Tensor, scale: Sequence[float], shift: Sequence[float]) -> Tensor:
+    """``x[:, c] * scale[c] + shift[c]`` with Python scalars (one op when all channels agree)."""
+    if len(set(scale)) == 1 and len(set(shift)) == 1:
+        return x * scale[0] + shift[0]
+    return torch.stack([x[:, c] * scale[c] + shift[c] for c in range(x.shape[1])], 1)
+
+
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - m) / s
+    return _per_channel(x, [1.0 / s for s in std], [-m / s for m, s in zip(mean, std, strict=True)])
+
+
+def _mix(x: Tensor, matrix: Sequence[Sequence[float]]) -> list[Tensor]:
+    """Channels of ``matrix @ x`` per pixel, as a list of (B, H, W) planes."""
+    return [sum(w * x[:, j] for j, w in enumerate(row)) for row in matrix]  # type: ignore[misc]
 
 
 def random_resized_crop(
@@ -60,32 +76,22 @@ def random_resized_crop(
     cx = (torch.rand(b, device=dev) * 2 - 1) * (1 - w)  # centre in [-1, 1] coordinates
     cy = (torch.rand(b, device=dev) * 2 - 1) * (1 - h)
     flip = torch.where(torch.rand(b, device=dev) < flip_p, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0] = w * flip
-    theta[:, 0, 2] = cx
-    theta[:, 1, 1] = h
-    theta[:, 1, 2] = cy
+    zero = torch.zeros_like(w)
+    theta = torch.stack([w * flip, zero, cx, zero, h, cy], 1).view(b, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def _gray(x: Tensor) -> Tensor:
-    w = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return _mix(x, [_LUMA])[0].unsqueeze(1)
 
 
 def _rotate_hue(x: Tensor, angle: Tensor) -> Tensor:
     # A hue shift is a rotation of the chroma plane of YIQ; cheap and close to torchvision's HSV shift.
-    to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-        device=x.device,
-        dtype=x.dtype,
-    )
-    yiq = torch.einsum("ij,bjhw->bihw", to_yiq, x)
+    y, i, q = _mix(x, _TO_YIQ)
     c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
-    i, q = yiq[:, 1], yiq[:, 2]
-    yiq = torch.stack([yiq[:, 0], c * i - s * q, s * i + c * q], 1)
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_yiq), yiq)
+    yiq = torch.stack([y, c * i - s * q, s * i + c * q], 1)
+    return torch.stack(_mix(yiq, _FROM_YIQ), 1)
 
 
 def colour_jitter(x: Tensor, cfg: AugmentConfig) -> Tensor:

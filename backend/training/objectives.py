@@ -24,9 +24,9 @@ OBJECTIVES = ("mim", "cl", "hybrid")
 @dataclass(frozen=True)
 class ObjectiveConfig:
     mask_ratio: float = 0.6
-    # SimMIM masks 32 px squares (2 x 2 patches of 16 px) at 224 px; the same 2 x 2 patches at patch 4 are
-    # 8 px squares on 32 px images (a 4 x 4 mask grid). None means one mask square per patch.
-    mask_patch_px: int | None = 8
+    # SimMIM masks 32 px squares (2 x 2 patches of 16 px) at 224 px: squares of 2 x 2 patches at any patch
+    # size (at patch 4 on 32 px images, 8 px squares on a 4 x 4 mask grid). 1: one mask square per patch.
+    mask_patches: int = 2
     temperature: float = 0.2
     proj_hidden: int = 1024
     proj_dim: int = 256
@@ -53,15 +53,17 @@ def lam_for(objective: str, lam: float | None) -> float:
 
 
 class BlockMasker:
-    """SimMIM's random mask: ``ceil(ratio * units)`` mask squares per image, expanded to the patch grid."""
+    """SimMIM's random mask: ``ceil(ratio * units)`` squares of ``scale x scale`` patches per image, expanded
+    to the patch grid."""
 
-    def __init__(self, grid: tuple[int, int], patch_px: int, mask_patch_px: int | None, ratio: float):
-        mask_px = mask_patch_px or patch_px
-        if mask_px % patch_px:
-            raise ValueError(f"mask patch {mask_px} px is not a multiple of the patch size {patch_px} px")
-        self.scale = mask_px // patch_px
+    def __init__(self, grid: tuple[int, int], scale: int, ratio: float):
+        if scale < 1:
+            raise ValueError(f"a mask square is at least 1 patch wide, not {scale}")
+        self.scale = scale
         if grid[0] % self.scale or grid[1] % self.scale:
-            raise ValueError(f"grid {grid} is not divisible into {mask_px} px mask squares")
+            raise ValueError(
+                f"the {grid[0]} x {grid[1]} patch grid does not divide into {scale} x {scale} squares"
+            )
         self.units = (grid[0] // self.scale, grid[1] // self.scale)
         n = self.units[0] * self.units[1]
         self.count = int(math.ceil(n * ratio))
@@ -134,9 +136,7 @@ class SelfSupervised(nn.Module):
         dim = int(encoder.embed_dim)
         self.patch_px = enc.patch_size(encoder)
         if self.uses_mim:
-            self.masker = BlockMasker(
-                enc.grid_size(encoder), self.patch_px, self.cfg.mask_patch_px, self.cfg.mask_ratio
-            )
+            self.masker = BlockMasker(enc.grid_size(encoder), self.cfg.mask_patches, self.cfg.mask_ratio)
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
             nn.init.trunc_normal_(self.mask_token, std=0.02)
             # SimMIM's light decoder: one linear map from each token to its patch's pixels.
@@ -149,6 +149,11 @@ class SelfSupervised(nn.Module):
             self.momentum_projector = copy.deepcopy(self.projector)
             for p in self._momentum_params():
                 p.requires_grad_(False)
+            # (online, key) parameter lists for one foreach update per step
+            self._pairs = (
+                [*encoder.parameters(), *self.projector.parameters()],
+                [*self.momentum_encoder.parameters(), *self.momentum_projector.parameters()],
+            )
 
     @property
     def uses_mim(self) -> bool:
@@ -225,15 +230,12 @@ class SelfSupervised(nn.Module):
 
     @torch.no_grad()
     def update_momentum(self, m: float) -> None:
-        """key <- m * key + (1 - m) * online, for the encoder's and the projector's parameters."""
+        """key <- m * key + (1 - m) * online, for the encoder's and the projector's parameters (one foreach
+        lerp: a few kernels instead of two per parameter)."""
         if not self.uses_cl:
             return
-        for online, target in (
-            (self.encoder, self.momentum_encoder),
-            (self.projector, self.momentum_projector),
-        ):
-            for p, q in zip(online.parameters(), target.parameters(), strict=True):
-                q.mul_(m).add_(p.detach(), alpha=1 - m)
+        online, key = self._pairs
+        torch._foreach_lerp_(key, online, 1.0 - m)
 
     def optim_groups(self, weight_decay: float) -> list[dict]:
         """No weight decay on biases, norms, position embeddings and special tokens."""
@@ -243,7 +245,8 @@ class SelfSupervised(nn.Module):
             if not p.requires_grad:
                 continue
             skip = p.ndim <= 1 or any(
-                k in name for k in ("pos_embed", "cls_token", "reg_token", "mask_token")
+                k in name
+                for k in ("pos_embed", "cls_token", "reg_token", "mask_token", "relative_position_bias_table")
             )
             (no_decay if skip else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from backend.training.data import ImageSet
-from backend.training.encoder import build_encoder
+from backend.training.encoder import ENCODER_POS_EMBED, arch_for, build_encoder
 from backend.training.objectives import BlockMasker, ObjectiveConfig, SelfSupervised, family_for, lam_for
 from backend.training.trainer import TrainConfig, Trainer
 
-TINY_ARCH = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 0}
+TINY_DIMS = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 SMALL_HEADS = ObjectiveConfig(proj_hidden=64, proj_dim=32)
 
 
@@ -31,19 +31,27 @@ def images(n: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
 
 
-def tiny_model(lam: float, seed: int = 0, cfg: ObjectiveConfig = SMALL_HEADS) -> SelfSupervised:
+def tiny_encoder(kind: str = "vit", pos_embed: str | None = None):
+    pos = pos_embed or ENCODER_POS_EMBED[kind]
+    arch, kwargs = arch_for(kind, pos)
+    return build_encoder(arch, {**kwargs, **TINY_DIMS}, pos_embed=pos)
+
+
+def tiny_model(
+    lam: float, seed: int = 0, cfg: ObjectiveConfig = SMALL_HEADS, kind: str = "vit"
+) -> SelfSupervised:
     torch.manual_seed(seed)
-    return SelfSupervised(build_encoder(arch_kwargs=TINY_ARCH), lam, cfg)
+    return SelfSupervised(tiny_encoder(kind), lam, cfg)
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0])
-def test_loss_falls_on_a_fixed_batch(lam: float) -> None:
-    model = tiny_model(lam)
+@pytest.mark.parametrize(("lam", "kind"), [(0.0, "beit"), (0.5, "beit"), (1.0, "vit")])
+def test_loss_falls_on_a_fixed_batch(lam: float, kind: str) -> None:
+    model = tiny_model(lam, kind=kind)  # each objective on its recipe's encoder
     torch.manual_seed(1)
     views = model.draw(images())  # one fixed set of views and masks
     opt = torch.optim.AdamW(model.optim_groups(0.0), lr=2e-3)
     losses = []
-    for _ in range(12):
+    for _ in range(20):
         loss, _ = model.loss(views)
         opt.zero_grad()
         loss.backward()
@@ -51,12 +59,13 @@ def test_loss_falls_on_a_fixed_batch(lam: float) -> None:
         model.update_momentum(0.9)
         losses.append(float(loss.detach()))
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < 0.8 * losses[0], losses
+    # drop path makes single steps noisy: the mean of the last four against the first
+    assert sum(losses[-4:]) / 4 < 0.8 * losses[0], losses
 
 
-@pytest.mark.parametrize(("mask_px", "units", "count"), [(8, 16, 10), (None, 64, 39), (4, 64, 39)])
-def test_masking_covers_the_requested_ratio(mask_px: int | None, units: int, count: int) -> None:
-    masker = BlockMasker((8, 8), 4, mask_px, 0.6)
+@pytest.mark.parametrize(("scale", "units", "count"), [(2, 16, 10), (1, 64, 39)])
+def test_masking_covers_the_requested_ratio(scale: int, units: int, count: int) -> None:
+    masker = BlockMasker((8, 8), scale, 0.6)
     assert masker.count == count and masker.ratio == pytest.approx(count / units)
     torch.manual_seed(0)
     mask = masker(64, torch.device("cpu"))
@@ -64,7 +73,7 @@ def test_masking_covers_the_requested_ratio(mask_px: int | None, units: int, cou
     per_image = mask.flatten(1).float().mean(1)
     assert torch.all(per_image == count / units)  # exactly ceil(0.6 * units) squares each
     assert abs(per_image.mean().item() - 0.6) < 0.03
-    if mask_px == 8:  # whole 2 x 2 patch squares are masked together
+    if scale == 2:  # whole 2 x 2 patch squares are masked together
         blocks = mask.view(64, 4, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(64, 16, 4)
         assert torch.all(blocks.all(-1) | ~blocks.any(-1))
     assert not torch.equal(mask[0], mask[1])  # random per image
@@ -153,7 +162,7 @@ def _trainer(tmp_path, objective: str = "hybrid", **kw) -> Trainer:
     cfg = TrainConfig(
         objective=objective,
         lam=0.5 if objective == "hybrid" else None,
-        arch_kwargs=TINY_ARCH,
+        arch_overrides=TINY_DIMS,
         batch_size=8,
         epochs=3,
         lr=1e-3,

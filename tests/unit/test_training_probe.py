@@ -34,7 +34,7 @@ def colour_images(n: int, seed: int) -> ImageSet:
 
 def test_layer_features_match_the_block_outputs() -> None:
     torch.manual_seed(0)
-    model = build_encoder(arch_kwargs=TINY_ARCH).eval()
+    model = build_encoder("vit_tiny_patch16_224", TINY_ARCH).eval()
     x = torch.randn(3, 3, 32, 32)
     feats = layer_features(model, x)
     assert feats.shape == (3, 3, 32)  # depths 0..2, images, channels
@@ -47,7 +47,7 @@ def test_layer_features_match_the_block_outputs() -> None:
 
 def test_probes_beat_chance_on_an_easy_set(tmp_path) -> None:
     torch.manual_seed(0)
-    model = build_encoder(arch_kwargs=TINY_ARCH)  # even a random encoder keeps the colour
+    model = build_encoder("vit_tiny_patch16_224", TINY_ARCH)  # even a random encoder keeps the colour
     result = run_probes(
         model,
         colour_images(60, 0),

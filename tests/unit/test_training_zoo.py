@@ -21,7 +21,7 @@ from backend.training.data import ImageSet
 from backend.training.objectives import ObjectiveConfig
 from backend.training.trainer import TrainConfig, Trainer
 
-TINY_ARCH = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "num_classes": 0}
+TINY_DIMS = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 DEMO = Path(__file__).resolve().parents[2] / "demo_models"
 
 
@@ -57,7 +57,7 @@ def test_trained_model_registers_reloads_and_runs_the_analyses(tmp_path) -> None
     cfg = TrainConfig(
         objective="hybrid",
         lam=0.5,
-        arch_kwargs=TINY_ARCH,
+        arch_overrides=TINY_DIMS,
         batch_size=8,
         max_steps=2,
         out=str(tmp_path / "run"),
@@ -123,7 +123,7 @@ def test_cli_train_then_probe(tmp_path, capsys) -> None:
             "--device",
             "cpu",
             "--arch-kwargs",
-            json.dumps(TINY_ARCH),
+            json.dumps(TINY_DIMS),
             "--max-steps",
             "2",
             "--probe",
