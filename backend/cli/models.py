@@ -5,50 +5,93 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from backend.errors import BadRequest
 
+_SIZE_RE = re.compile(r"(tiny|small|base|large|huge|giant|gigantic)")
+_PATCH_RE = re.compile(r"patch(\d+)")
+_INPUT_RE = re.compile(r"_(\d+)(?:\.|$)")  # the trailing resolution of a timm name: ..._224[.tag]
+
+
+class _Formats:
+    """``--format``'s choices, read from the converters on use: they import torch, `models list` does not."""
+
+    def _all(self) -> tuple[str, ...]:
+        from backend.models import FORMATS
+
+        return tuple(FORMATS)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
 
 def register(subparsers: Any) -> None:
-    from backend.models import FAMILIES, FORMATS
+    from backend.models import FAMILIES
     from backend.models.catalog import PRESETS
 
-    parser = subparsers.add_parser("models", help="list, download and import pretrained ViTs")
+    parser = subparsers.add_parser("models", description="List, download and import pretrained ViTs.")
     sub = parser.add_subparsers(dest="models_command", required=True)
 
-    ls = sub.add_parser("list", help="the catalogue: id, family, arch, weights available, licence")
+    ls = sub.add_parser("list", help="the catalogue: id, family, architecture, weights available, licence")
     ls.set_defaults(func=_list)
 
     pull = sub.add_parser(
-        "pull", help="download weights into models_cache (needs internet)",
+        "pull",
+        help="download weights into models_cache (needs internet)",
         description="Print what will be fetched with a size estimate per file, skip what is present, then "
-                    "download with progress. Models without a direct link (SimMIM) get manual instructions.")
+        "download with progress. Models without a direct link (SimMIM) get manual instructions.",
+    )
     pull.add_argument("ids", nargs="*", metavar="ID", help="catalogue id or timm model name")
-    pull.add_argument("--preset", choices=list(PRESETS),
-                      help="a named set: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PRESETS.items()))
+    pull.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help="a named set: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PRESETS.items()),
+    )
     pull.add_argument("--dry-run", action="store_true", help="print the plan only; download nothing")
     pull.add_argument("--no-progress", action="store_true", help="no progress bar")
     pull.set_defaults(func=_pull)
 
     verify = sub.add_parser(
-        "verify", help="recompute the sha256 of weights files and compare with the recorded digests",
+        "verify",
+        help="recompute the sha256 of weights files and compare with the recorded digests",
         description="One line per model: OK, MISMATCH (expected, got), NO RECORD or MISSING. Exit status 1 "
-                    "when any file does not match its record.")
+        "when any file does not match its record.",
+    )
     verify.add_argument("ids", nargs="*", metavar="ID", help="default: every model whose weights are present")
     verify.set_defaults(func=_verify)
 
     imp = sub.add_parser("import", help="convert an original checkpoint and add it to the catalogue")
     imp.add_argument("file", type=Path, help="checkpoint file (.pth, .pth.tar, .bin, .safetensors)")
-    imp.add_argument("--format", required=True, choices=FORMATS, dest="fmt", help="original release format")
+    imp.add_argument(
+        "--format",
+        required=True,
+        choices=_Formats(),
+        dest="fmt",
+        metavar="FORMAT",
+        help="original release format: %(choices)s",
+    )
     imp.add_argument("--arch", help="timm architecture (default: the catalogue's for a catalogue id)")
     imp.add_argument("--as", required=True, dest="name", metavar="NAME", help="model id to register")
     imp.add_argument("--family", choices=FAMILIES, help="default: from the format (dino: cl, mae: mim, ...)")
-    imp.add_argument("--arch-kwargs", type=_json_object, default=None, metavar="JSON",
-                     help='extra timm create_model kwargs, e.g. \'{"img_size": 224}\'')
-    imp.add_argument("--trusted", action="store_true",
-                     help="allow arbitrary pickled objects (only for files from a source you trust)")
+    imp.add_argument(
+        "--arch-kwargs",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="extra timm create_model kwargs, e.g. '{\"img_size\": 224}'",
+    )
+    imp.add_argument(
+        "--trusted",
+        action="store_true",
+        help="allow arbitrary pickled objects (only for files from a source you trust)",
+    )
     imp.set_defaults(func=_import)
 
 
@@ -67,13 +110,41 @@ def _list(args: argparse.Namespace) -> int:
 
     rows = [("ID", "FAMILY", "ARCH", "AVAILABLE", "LICENCE")]
     for spec in list_specs():
-        available = "random" if spec.untrained and spec.source == "random" else (
-            "yes" if weights_available(spec) else "no")
-        rows.append((spec.id, spec.family, spec.arch, available, spec.license))
+        available = (
+            "random"
+            if spec.untrained and spec.source == "random"
+            else ("yes" if weights_available(spec) else "no")
+        )
+        rows.append((spec.id, spec.family, arch_label(spec.arch, spec.arch_kwargs), available, spec.license))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     return 0
+
+
+def arch_label(arch: str, arch_kwargs: dict[str, Any]) -> str:
+    """The size, patch and input the model is built with ("ViT-Tiny/4 at 32 px"), without building it.
+
+    ``arch_kwargs`` override the timm name (the demo models are patch 4 at 32 px on ``vit_tiny_patch16_224``);
+    the input size is the pretrained-config overlay's, else ``img_size``, else the name's.
+    """
+    size = _SIZE_RE.search(arch)
+    patch = arch_kwargs.get("patch_size") or (int(m.group(1)) if (m := _PATCH_RE.search(arch)) else None)
+    overlay = arch_kwargs.get("pretrained_cfg_overlay", {}).get("input_size")
+    side: Any = overlay[-2:] if overlay else arch_kwargs.get("img_size")
+    if side is None and (m := _INPUT_RE.search(arch)):
+        side = int(m.group(1))
+    shape = {k: arch_kwargs[k] for k in ("embed_dim", "depth", "num_heads") if k in arch_kwargs}
+    label = "ViT" if shape or not size else f"ViT-{size.group(1).capitalize()}"
+    if patch:
+        label += f"/{patch}"
+    if isinstance(side, list | tuple):
+        side = side[0] if len(set(side)) == 1 else "x".join(map(str, side))
+    if side:
+        label += f" at {side} px"
+    if shape:  # not a named size: say what it is
+        label += " (" + ", ".join(f"{k.replace('num_', '')} {v}" for k, v in shape.items()) + ")"
+    return label
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -144,8 +215,9 @@ def _import(args: argparse.Namespace) -> int:
     family = args.family or default_family(args.fmt, arch, args.name)
     if family is None:
         raise BadRequest("--family is required for --format timm with an untagged --arch")
-    spec = import_checkpoint(args.file, args.fmt, arch, args.name, family, trusted=args.trusted,
-                             arch_kwargs=args.arch_kwargs)
+    spec = import_checkpoint(
+        args.file, args.fmt, arch, args.name, family, trusted=args.trusted, arch_kwargs=args.arch_kwargs
+    )
     found = find_weights(spec)
     print(f"imported {spec.id} ({spec.family}, {spec.arch}): {found.path if found else spec.location}")
     return 0

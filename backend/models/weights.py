@@ -48,6 +48,11 @@ def _hub_repo(spec: ModelSpec) -> tuple[str, str | None]:
     return repo, revision or None
 
 
+def _hub_folder(repo: str) -> Path:
+    """Where huggingface_hub caches a model repo under ``hub_dir()``."""
+    return hub_dir() / f"models--{repo.replace('/', '--')}"
+
+
 def _hub_files(spec: ModelSpec) -> tuple[str, ...]:
     """timm's file order: the safetensors twin of the cfg's file first (``open_clip_*`` for OpenCLIP tags)."""
     import timm.models as tm
@@ -77,8 +82,7 @@ def expected_file(spec: ModelSpec) -> str:
     """The file a user should expect to see, for error messages."""
     if spec.source == "timm":
         repo, _ = _hub_repo(spec)
-        folder = hub_dir() / f"models--{repo.replace('/', '--')}"
-        return str(folder / "snapshots" / "<commit>" / _hub_files(spec)[0])
+        return str(_hub_folder(repo) / "snapshots" / "<commit>" / _hub_files(spec)[0])
     if spec.source in ("url", "manual"):
         return str(release_file(spec))
     return spec.location
@@ -95,9 +99,11 @@ def find_weights(spec: ModelSpec) -> WeightsFile | None:
     if spec.card is not None and converted.is_file():
         return WeightsFile(converted, "timm")
     if spec.source == "timm":
+        repo, revision = _hub_repo(spec)
+        if not _hub_folder(repo).is_dir():
+            return None  # nothing of the repo is cached: no need to import timm for its file names
         from huggingface_hub import try_to_load_from_cache
 
-        repo, revision = _hub_repo(spec)
         for name in _hub_files(spec):
             found = try_to_load_from_cache(repo, name, cache_dir=hub_dir(), revision=revision)
             if isinstance(found, str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -298,8 +299,8 @@ def test_cli_list_import_pull(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert backend.cli.main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["ID", "FAMILY", "ARCH", "AVAILABLE", "LICENCE"]
-    rows = [line.split() for line in out.splitlines()]
-    assert any(row[:2] == ["mae-vit-b16", "mim"] and row[3] == "no" for row in rows)
+    rows = [re.split(r"\s{2,}", line) for line in out.splitlines()]  # cells are 2+ spaces apart
+    assert ["mae-vit-b16", "mim", "ViT-Base/16 at 224 px", "no"] in [row[:4] for row in rows]
 
     torch.save(tiny_weights(), tmp_path / "dino.pth")
     dino = str(tmp_path / "dino.pth")
@@ -308,8 +309,9 @@ def test_cli_list_import_pull(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert backend.cli.main(argv) == 0
     assert "imported cli-dino (cl," in capsys.readouterr().out
     assert backend.cli.main(["models", "list"]) == 0
-    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("cli-dino "))
-    assert row[1:4] == ["cl", VIT, "yes"]
+    lines = capsys.readouterr().out.splitlines()
+    row = next(re.split(r"\s{2,}", line) for line in lines if line.startswith("cli-dino "))
+    assert row[1:4] == ["cl", "ViT/16 at 32 px (embed_dim 32, depth 2, heads 2)", "yes"]
 
     (tmp_path / "junk.pth").write_bytes(b"junk")
     assert backend.cli.main(["models", "import", str(tmp_path / "junk.pth"), "--format", "mae", "--arch", VIT,
