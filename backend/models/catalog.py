@@ -122,7 +122,8 @@ _AIMV2 = (
     "Fini et al. Multimodal Autoregressive Pre-training of Large Vision Encoders. CVPR 2025 "
     "(arXiv:2411.14402)"
 )
-PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "timm": ""}
+PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "ijepa": _IJEPA,
+          "timm": ""}
 
 _MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-{s}-300ep/vit-{s}-300ep.pth.tar"
 _IBOT_URL = (
