@@ -29,7 +29,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from backend.errors import VitscopeError
+from backend.errors import QueueFull, RequestTimeout, RunnerError, RunnerStopped
 
 if TYPE_CHECKING:
     import torch
@@ -42,30 +42,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Loader = Callable[[str, "torch.device"], Any]  # (model_id, device) -> LoadedModel
 Work = Callable[[Any, "Trace", int], Any]  # (loaded, trace, index in batch) -> result, on the worker thread
-
-
-class RunnerError(VitscopeError):
-    code = "runner_error"
-
-
-class QueueFull(RunnerError):
-    """Too many requests wait for this device; retry after ``retry_after`` seconds (503)."""
-
-    code = "busy"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class RequestTimeout(RunnerError):
-    """The request waited longer than the per-request timeout (504)."""
-
-    code = "timeout"
-
-
-class RunnerStopped(RunnerError):
-    code = "shutting_down"
 
 
 # ---------------------------------------------------------------------------------------------- device

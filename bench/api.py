@@ -242,7 +242,7 @@ def bytes_per_image(arch: str) -> dict[str, int]:
     sys.path.insert(0, str(ROOT))
     from backend.capture import capture
     from backend.imaging import preprocess, preprocessing_for
-    from backend.service.analysis import ModelInfo, build_bundle
+    from backend.service.bundle import ModelInfo, build_bundles, encode_bundle
     from backend.uploads import decode_image
 
     torch.manual_seed(0)
@@ -261,7 +261,8 @@ def bytes_per_image(arch: str) -> dict[str, int]:
         num_prefix=trace.num_prefix_tokens, embed_dim=int(model.embed_dim),
         num_parameters=sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
-    bundle = build_bundle(info, "0" * 64, trace, 0)
+    bundle = build_bundles(info, trace)[0]
+    bundle.encoded = encode_bundle(info, "0" * 64, bundle)
     kinds: dict[str, int] = {}
     for key, value in bundle.encoded.items():
         kind = key.split(":")[1]

@@ -24,7 +24,7 @@ from backend.cache import Store, make_store
 from backend.config import Settings, get_settings, mounted_ui_problem
 from backend.errors import MethodNotAllowed, NotFound, VitscopeError
 from backend.runner import Loader, Runner, RunnerPool, resolve_devices
-from backend.service.analysis import AnalysisService
+from backend.service.core import AnalysisService
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Every error is JSON ``{"error": {"code", "message"}}``; this module maps exceptions to status codes.
 
-The message says what was wrong (echoing the bad value) and what is allowed. FastAPI's validation errors keep
+The message says what was wrong (echoing the bad value) and what is allowed; the status is the exception
+class's own (``backend.errors``). FastAPI's validation errors keep
 their 422 and get the same shape; unknown routes, wrong methods and oversized bodies too.
 """
 
@@ -15,40 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from backend.errors import (
-    BadCheckpoint,
-    BadImage,
-    BadRequest,
-    ClassModeRefused,
-    DownloadsDisabled,
-    MethodNotAllowed,
-    ModelNotFound,
-    NotFound,
-    PayloadTooLarge,
-    VitscopeError,
-    WeightsUnavailable,
-)
-from backend.runner import QueueFull, RequestTimeout, RunnerError, RunnerStopped
+from backend.errors import VitscopeError
 
 log = logging.getLogger(__name__)
-
-# Most specific first: the first isinstance match wins.
-STATUS: list[tuple[type[VitscopeError], int]] = [
-    (ModelNotFound, 404),
-    (NotFound, 404),
-    (WeightsUnavailable, 409),
-    (BadCheckpoint, 409),
-    (PayloadTooLarge, 413),
-    (MethodNotAllowed, 405),
-    (DownloadsDisabled, 403),
-    (ClassModeRefused, 403),
-    (BadImage, 400),
-    (BadRequest, 400),
-    (QueueFull, 503),
-    (RunnerStopped, 503),
-    (RequestTimeout, 504),
-    (RunnerError, 503),
-]
 
 HTTP_CODES = {
     400: "bad_request",
@@ -71,19 +41,11 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def status_of(exc: VitscopeError) -> int:
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 400
-
-
 def vitscope_error_response(exc: VitscopeError) -> Response:
-    status = status_of(exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
-    if status >= 500:
+    """The error's own status (each class in ``backend.errors`` carries one) and headers."""
+    if exc.status >= 500:
         log.warning("%s: %s", exc.code, exc)
-    return error_response(status, exc.code, str(exc), headers)
+    return error_response(exc.status, exc.code, str(exc), exc.headers or None)
 
 
 def _where(loc: tuple[Any, ...] | list[Any]) -> str:

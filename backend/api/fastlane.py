@@ -2,62 +2,31 @@
 
 A GET of ``/api/v1/images/{id}/attention|spectrum|metrics`` whose exact parameters were answered before is
 served here from the in-process hot lane (``backend.service.hot``) in a few microseconds: no routing, no
-dependency injection, no validation (the entry exists only because the same raw parameters passed validation
-when it was computed). Anything else, including every parameter this parser does not recognize in its
-canonical form, falls through to FastAPI unchanged. It sits inside the bearer-token check.
+dependency injection. The parameters are parsed by the view's own ``from_query`` (``backend.service.views``,
+the same parser the routes use), and an entry exists only for parameters that passed the model's range
+checks when it was computed. Anything this parser does not accept (a repeated parameter, another spelling
+of a boolean...) falls through to FastAPI unchanged. It sits inside the bearer-token check.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from backend.service.hot import view_key
+from backend.errors import BadRequest
+from backend.service.views import VIEWS
 
 if TYPE_CHECKING:
-    from backend.service.analysis import AnalysisService
+    from backend.service.core import AnalysisService
 
 _PATH = re.compile(r"^/api/v1/images/([0-9a-f]{64})/(attention|spectrum|metrics)$")
-_SMALL_INT = re.compile(r"^\d{1,4}$")
-_HEAD = re.compile(r"^(\d{1,4}|mean|all)$")
-_QUERY = re.compile(r"^(\d{1,6}|cls)$")
-_FORMATS = frozenset({"json", "png", "npy"})
 _ROUTES = {
     "attention": "/api/v1/images/{image_id}/attention",
     "spectrum": "/api/v1/images/{image_id}/spectrum",
     "metrics": "/api/v1/images/{image_id}/metrics",
-}
-
-
-def _attention(q: dict[str, str]) -> tuple[object, ...] | None:
-    layer, head, query = q.pop("layer", "1"), q.pop("head", "mean"), q.pop("query", "cls")
-    rollout, fmt = q.pop("rollout", "false"), q.pop("format", "json")
-    if not (_SMALL_INT.match(layer) and _HEAD.match(head) and _QUERY.match(query) and fmt in _FORMATS):
-        return None
-    if rollout not in ("true", "false") or not 1 <= int(layer) <= 1024:
-        return None
-    return (int(layer), head, query, rollout == "true", fmt)
-
-
-def _spectrum(q: dict[str, str]) -> tuple[object, ...] | None:
-    state, depth, fmt = q.pop("state", "out"), q.pop("depth", "0"), q.pop("format", "json")
-    if state not in ("out", "attn") or not _SMALL_INT.match(depth) or fmt not in _FORMATS:
-        return None
-    return (state, int(depth), fmt)
-
-
-def _metrics(_q: dict[str, str]) -> tuple[object, ...] | None:
-    return ()
-
-
-_PARSERS: dict[str, Callable[[dict[str, str]], tuple[object, ...] | None]] = {
-    "attention": _attention,
-    "spectrum": _spectrum,
-    "metrics": _metrics,
 }
 
 
@@ -96,14 +65,14 @@ class FastLane:
         if len(q) != len(pairs):  # a repeated parameter: leave it to the framework
             return None
         service = self.service
-        model_id = q.pop("model", service.default_model)
-        params = _PARSERS[kind](q)
-        if params is None or not 1 <= len(model_id) <= 80:
+        model_id = q.get("model", service.default_model)
+        if not 1 <= len(model_id) <= 80:
             return None
-        info = service.known_info(model_id)
-        if info is None or service.images.meta(image_id) is None:
+        try:
+            params = VIEWS[kind].from_query(q)  # the parameters' one parser (the routes' too)
+        except BadRequest:
             return None
-        view: Any = service.hot.get(view_key(kind, image_id, model_id, info.digest, *params))
+        view = service.views.hot_hit(params, image_id, model_id)
         if view is None:
             return None
         return view.body, view.media_type.encode()

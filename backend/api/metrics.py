@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from backend.service.analysis import AnalysisService
+    from backend.service.core import AnalysisService
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
@@ -142,8 +142,8 @@ class ServiceCollector(Collector):
             jobs.add_metric([status], n)
         yield jobs
         uploads = GaugeMetricFamily("vitscope_uploads", "Uploaded images on disk", labels=["stat"])
-        uploads.add_metric(["images"], len(s.images))
-        uploads.add_metric(["bytes"], s.images.total_bytes)
+        uploads.add_metric(["images"], len(s.images.folder))
+        uploads.add_metric(["bytes"], s.images.folder.total_bytes)
         yield uploads
         ready = GaugeMetricFamily("vitscope_ready", "1 once warm-up is done")
         ready.add_metric([], 1 if s.ready else 0)

@@ -75,6 +75,66 @@ def tokens_key(
     return make_key("tokens", image_id, model_id, weights_digest, preprocessing, str(state), int(layer))
 
 
+def rollout_key(
+    image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any], layer: int
+) -> str:
+    """Attention rollout through block ``layer`` (heads fused by their mean), float16."""
+    return make_key("rollout", image_id, model_id, weights_digest, preprocessing, int(layer))
+
+
+def bundle_key(image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]) -> str:
+    """One capture of (image, model): names its single flight (in this process and across processes)."""
+    return make_key("bundle", image_id, model_id, weights_digest, preprocessing)
+
+
+def metrics_view_key(
+    image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]
+) -> str:
+    """The rendered ``GET /images/{id}/metrics`` body."""
+    return make_key("view-metrics", image_id, model_id, weights_digest, preprocessing)
+
+
+def attention_view_key(
+    image_id: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    *params: str | int,
+) -> str:
+    """A rendered attention map; ``params``: the view's canonical parameters (``AttentionView.key_parts``)."""
+    return make_key("view-attention", image_id, model_id, weights_digest, preprocessing, *params)
+
+
+def spectrum_view_key(
+    image_id: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    *params: str | int,
+) -> str:
+    """A rendered spectrum; ``params``: the view's canonical parameters (``SpectrumView.key_parts``)."""
+    return make_key("view-spectrum", image_id, model_id, weights_digest, preprocessing, *params)
+
+
+def set_metrics_view_key(
+    set_id_: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]
+) -> str:
+    """The rendered set metrics of one model (the set id takes the image id's place)."""
+    return make_key("view-set-metrics", set_id_, model_id, weights_digest, preprocessing)
+
+
+def embeddings_view_key(
+    set_id_: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    layer: int,
+    method: str,
+) -> str:
+    """The rendered 2D projection of a set's patch tokens at one layer."""
+    return make_key("view-embeddings", set_id_, model_id, weights_digest, preprocessing, int(layer), method)
+
+
 def image_key(image_id: str, *, prefix: str = PREFIX) -> str:
     """The uploaded bytes themselves; the image id is already their sha256."""
     return f"{prefix}:image:{image_id}"

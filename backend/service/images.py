@@ -1,4 +1,8 @@
-"""Uploaded images on disk: the originals, kept in a bounded folder so a cache eviction never loses one.
+"""Uploaded images: ``ImageService`` (upload, meta, bytes, decoded pixels) over the folder that keeps them.
+
+Disk is the source of truth: the originals are kept in a bounded folder so a cache eviction never loses one.
+Uploads up to ``IMAGE_IN_CACHE_MAX_BYTES`` are also copied into the cache, so other replicas sharing the
+same Redis can serve them (they copy them to their own folder on first use).
 
 Layout under ``<data_dir>/images``: ``ab/<sha256>`` (the exact uploaded bytes) and ``ab/<sha256>.json``
 (``{"width", "height", "format", "animated", "bytes"}``). When the folder grows over its byte bound, the least
@@ -8,6 +12,7 @@ written atomically (temporary name, then rename), so a crash never leaves half a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,8 +20,18 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from backend.cache import Store
+from backend.cache import keys as K
+from backend.config import Settings
+from backend.errors import BadImage, BadRequest, ClassModeRefused, NotFound, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +44,9 @@ MEDIA_TYPES = {
     "GIF": "image/gif",
     "TIFF": "image/tiff",
 }
+# Larger uploads would risk the cache's short timeouts; they are kept on disk only.
+IMAGE_IN_CACHE_MAX_BYTES = 4 * 1024 * 1024
+_DECODED_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -147,3 +165,88 @@ def _atomic_write(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as fh:
         fh.write(data)
     os.replace(tmp, path)
+
+
+class ImageService:
+    """Uploads by content address: the folder on disk, a copy in the cache, the last few decoded images."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.folder = ImageFolder(settings.data_dir, settings.data_dir_max_bytes)
+        self._decoded: OrderedDict[str, Image.Image] = OrderedDict()
+
+    def known(self, image_id: str) -> ImageMeta | None:
+        """Cheap (memory only): the image is in this process's folder."""
+        return self.folder.meta(image_id)
+
+    async def upload(self, data: bytes) -> tuple[str, ImageMeta]:
+        from backend.uploads import decode_image, image_id
+
+        limit = self.settings.max_upload_bytes
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the upload is {len(data):,} bytes; at most {limit:,} bytes are allowed")
+        iid = image_id(data)
+        if self.settings.class_mode:
+            from backend.service.gallery import gallery_digests
+
+            if iid not in await asyncio.to_thread(gallery_digests):
+                raise ClassModeRefused(
+                    "this server runs in class mode (VITSCOPE_CLASS_MODE), which allows only the images of "
+                    "the example gallery; pick one there (uploads of your own images are off)"
+                )
+        decoded = await asyncio.to_thread(decode_image, data, max_bytes=limit)
+        meta = ImageMeta(decoded.width, decoded.height, decoded.format, len(data), decoded.animated)
+        await asyncio.to_thread(self.folder.put, iid, data, meta)
+        self._remember(iid, decoded.image)
+        if len(data) <= IMAGE_IN_CACHE_MAX_BYTES:  # disk is the source of truth
+            await self.store.set(K.image_key(iid), data)
+        return iid, meta
+
+    @staticmethod
+    def check_id(image_id: str) -> None:
+        if not IMAGE_ID_RE.match(image_id):
+            raise BadRequest(
+                f"image id {image_id!r} is not 64 lowercase hex digits (the sha256 of the upload)"
+            )
+
+    async def meta(self, image_id: str) -> ImageMeta:
+        self.check_id(image_id)
+        meta = self.folder.meta(image_id)
+        if meta is not None:
+            return meta
+        data = await self.store.get(K.image_key(image_id))  # uploaded through another replica
+        if data is not None:
+            try:
+                _, meta = await self.upload(data)
+                return meta
+            except BadImage:
+                pass
+        raise NotFound(f"no image with id {image_id}: upload it first with POST /api/v1/images")
+
+    async def read(self, image_id: str) -> tuple[bytes, ImageMeta]:
+        meta = await self.meta(image_id)
+        data = await asyncio.to_thread(self.folder.read, image_id)
+        if data is None:
+            data = await self.store.get(K.image_key(image_id))
+        if data is None:
+            raise NotFound(f"image {image_id} is no longer stored; upload it again")
+        return data, meta
+
+    async def decoded(self, image_id: str) -> Image.Image:
+        image = self._decoded.get(image_id)
+        if image is not None:
+            self._decoded.move_to_end(image_id)
+            return image
+        from backend.uploads import decode_image
+
+        data, _ = await self.read(image_id)
+        decoded = await asyncio.to_thread(decode_image, data, max_bytes=max(len(data), 1))
+        self._remember(image_id, decoded.image)
+        return decoded.image
+
+    def _remember(self, image_id: str, image: Image.Image) -> None:
+        self._decoded[image_id] = image
+        self._decoded.move_to_end(image_id)
+        while len(self._decoded) > _DECODED_KEPT:
+            self._decoded.popitem(last=False)

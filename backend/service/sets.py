@@ -1,12 +1,33 @@
-"""Set definitions (ordered image id lists) in ``<data_dir>/sets/<set id>.json``, plus a memory index."""
+"""Sets of images: their definitions, set metrics and token embeddings (A5), computed as jobs.
+
+A set is an ordered list of image ids, kept in ``<data_dir>/sets/<set id>.json`` (plus a memory index) and in
+the cache (other replicas read it from there).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.cache import Store, decode_json, encode_json
+from backend.cache import keys as K
+from backend.config import Settings
+from backend.errors import BadRequest, NotFound
+from backend.service import render
+from backend.service.aggregate import aggregate_metrics
+from backend.service.bundle import Captures
+from backend.service.hot import HotCache, View
+from backend.service.images import IMAGE_ID_RE, ImageService
+from backend.service.jobs import Job, JobManager
+from backend.service.models import ModelService
 
 log = logging.getLogger(__name__)
 
@@ -42,3 +63,199 @@ class SetFolder:
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(members))
             os.replace(tmp, path)
+
+
+class SetService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hot: HotCache,
+        jobs: JobManager,
+        images: ImageService,
+        models: ModelService,
+        captures: Captures,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.hot = hot
+        self.jobs = jobs
+        self.images = images
+        self.models = models
+        self.captures = captures
+        self.folder = SetFolder(settings.data_dir)
+
+    async def create(self, image_ids: list[str]) -> str:
+        limit = self.settings.max_set_images
+        if not image_ids:
+            raise BadRequest(f"a set needs 1..{limit} image ids, got none")
+        if len(image_ids) > limit:
+            raise BadRequest(f"a set holds at most {limit} images (max_set_images), got {len(image_ids)}")
+        for iid in image_ids:
+            self.images.check_id(iid)
+        missing = [iid for iid in image_ids if self.images.known(iid) is None]
+        for iid in missing[:]:
+            try:
+                await self.images.meta(iid)
+                missing.remove(iid)
+            except NotFound:
+                pass
+        if missing:
+            raise NotFound(
+                f"unknown image ids: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; "
+                "upload them first with POST /api/v1/images"
+            )
+        sid = K.set_id(image_ids)
+        await asyncio.to_thread(self.folder.put, sid, image_ids)
+        await self.store.set(K.set_key(sid), encode_json(image_ids))
+        return sid
+
+    async def members(self, set_id: str) -> list[str]:
+        if not IMAGE_ID_RE.match(set_id):
+            raise BadRequest(f"set id {set_id!r} is not 64 lowercase hex digits")
+        members = self.folder.get(set_id)
+        if members is None:
+            data = await self.store.get(K.set_key(set_id))
+            if data is not None:
+                try:
+                    obj = decode_json(data)
+                    if isinstance(obj, list) and all(isinstance(v, str) for v in obj):
+                        members = obj
+                        await asyncio.to_thread(self.folder.put, set_id, members)
+                except ValueError:
+                    pass
+        if members is None:
+            raise NotFound(f"no set with id {set_id}: create it with POST /api/v1/sets")
+        return members
+
+    async def metrics(self, set_id: str, model_id: str) -> View | Job:
+        members = await self.members(set_id)
+        info = await self.models.info(model_id)
+        hot_key = ("set-metrics", set_id, info.id, info.digest)
+        skey = K.set_metrics_view_key(set_id, info.id, info.digest, info.preprocessing)
+        found = await self._cached(hot_key, skey)
+        if found is not None:
+            return found
+
+        async def work(job: Job) -> View:
+            sem = asyncio.Semaphore(max(1, self.settings.max_batch))
+
+            async def one(iid: str) -> dict[str, Any]:
+                async with sem:
+                    obj = await self.captures.metrics(iid, info)
+                job.advance()
+                return obj
+
+            objs = await asyncio.gather(*(one(i) for i in members))
+            obj = aggregate_metrics(objs)
+            obj["set"] = set_id
+            obj["images"] = members
+            view = render.json_object_view(obj)
+            await self.store.set(skey, view.body)
+            self.hot.put(hot_key, view)
+            return view
+
+        url = f"/api/v1/sets/{set_id}/metrics?model={info.id}"
+        job = self.jobs.ensure(
+            hot_key,
+            "set-metrics",
+            f"metrics of set {set_id[:12]} with {info.id}",
+            work,
+            result_url=url,
+            total=len(members),
+        )
+        return await self._wait(job)
+
+    async def embeddings(self, set_id: str, model_id: str, layer: int, method: str) -> View | Job:
+        members = await self.members(set_id)
+        info = await self.models.info(model_id)
+        if not 0 <= layer <= info.layers:
+            raise BadRequest(
+                f"layer {layer} is out of range: model {info.id} has {info.layers} blocks; "
+                f"use 0..{info.layers} "
+                "(the output of block K; 0 = the embedding)"
+            )
+        if method not in ("pca", "tsne"):
+            raise BadRequest(f"method {method!r} is not one of 'pca' or 'tsne'")
+        points = len(members) * info.num_patches
+        if points > self.settings.max_embedding_points:
+            raise BadRequest(
+                f"{len(members)} images x {info.num_patches} patches = {points} points; at most "
+                f"{self.settings.max_embedding_points} are allowed (max_embedding_points): use a smaller set"
+            )
+        hot_key = ("embeddings", set_id, info.id, info.digest, layer, method)
+        skey = K.embeddings_view_key(set_id, info.id, info.digest, info.preprocessing, layer, method)
+        found = await self._cached(hot_key, skey)
+        if found is not None:
+            return found
+
+        async def work(job: Job) -> View:
+            sem = asyncio.Semaphore(max(1, self.settings.max_batch))
+
+            async def one(iid: str) -> np.ndarray:
+                async with sem:
+                    arr = await self.captures.array(
+                        K.tokens_key(*info.addr(iid), "out", layer), iid, info, lambda b: b.tokens[layer]
+                    )
+                job.advance()
+                return np.asarray(arr, dtype=np.float32)
+
+            job.total = len(members) + 1
+            tokens = await asyncio.gather(*(one(i) for i in members))
+            coords = await asyncio.to_thread(_project, np.concatenate(tokens), method)
+            job.advance()
+            n = info.num_patches
+            payload = {
+                "set": set_id,
+                "model": info.id,
+                "layer": layer,
+                "state": "out",
+                "method": method,
+                "grid": list(info.grid),
+                "images": members,
+                "image_index": [i for i in range(len(members)) for _ in range(n)],
+                "token_index": list(range(n)) * len(members),
+            }
+            view = render.json_view(payload, {"coords": coords})
+            await self.store.set(skey, view.body)
+            self.hot.put(hot_key, view)
+            return view
+
+        url = f"/api/v1/sets/{set_id}/embeddings?model={info.id}&layer={layer}&method={method}"
+        job = self.jobs.ensure(
+            hot_key,
+            "embeddings",
+            f"{method} of set {set_id[:12]}, {info.id} block {layer}",
+            work,
+            result_url=url,
+            total=len(members) + 1,
+        )
+        return await self._wait(job)
+
+    async def _cached(self, hot_key: Hashable, skey: str) -> View | None:
+        view = self.hot.get(hot_key)
+        if view is not None:
+            return view
+        data = await self.store.get(skey)
+        if data is not None:
+            view = View(data, render.JSON)
+            self.hot.put(hot_key, view)
+            return view
+        return None
+
+    async def _wait(self, job: Job) -> View | Job:
+        assert job.task is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.task), self.settings.set_wait_s)
+        except TimeoutError:
+            return job
+
+
+def _project(x: np.ndarray, method: str) -> np.ndarray:
+    import torch
+
+    from backend.analysis import pca_2d, tsne_2d
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    out = pca_2d(t) if method == "pca" else tsne_2d(t, perplexity=20.0, seed=0)
+    return out.cpu().numpy()

@@ -364,7 +364,7 @@ async def test_fifty_identical_requests_compute_once(api: Api) -> None:
     assert {r.status_code for r in responses} == {200}
     assert len({r.content for r in responses}) == 1
     assert api.captures - before == 1
-    assert api.service.captures_requested == 1
+    assert api.service.captures.requested == 1
 
 
 async def test_models_listing(api: Api) -> None:

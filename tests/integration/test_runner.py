@@ -153,7 +153,7 @@ def test_model_lru_is_byte_bounded_and_pins() -> None:
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 async def test_cuda_runner_matches_cpu(models_env: Path) -> None:
     """The same bundle on the GPU as on the CPU (run on a machine with CUDA)."""
-    from backend.service.analysis import build_bundle, model_info_of
+    from backend.service.bundle import build_bundles, model_info_of
 
     async def bundle_on(device: str) -> Any:
         runner = Runner(device, max_batch=2, max_wait_s=0.05)
@@ -162,7 +162,7 @@ async def test_cuda_runner_matches_cpu(models_env: Path) -> None:
             info = await runner.with_model(TINY, model_info_of)
             return await asyncio.gather(
                 *(
-                    runner.submit(TINY, picture(i), lambda _l, t, j: build_bundle(info, "0" * 64, t, j))
+                    runner.submit(TINY, picture(i), lambda _l, t, j: build_bundles(info, t)[j])
                     for i in (0, 1)
                 )
             )

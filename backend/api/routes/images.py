@@ -7,10 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, UploadFile
 from starlette.responses import Response
 
-from backend.api.deps import Format, ImageId, ModelParam, ServiceDep
+from backend.api.deps import Format, ImageId, ImagesDep, ModelParam, ModelsDep, ViewsDep
 from backend.api.schemas import AttentionOut, ImageOut, SpectrumOut, errors
 from backend.errors import PayloadTooLarge
 from backend.service import render
+from backend.service.views import (
+    HEAD_PATTERN,
+    MAX_LAYER,
+    QUERY_PATTERN,
+    AttentionView,
+    MetricsView,
+    SpectrumView,
+)
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -29,7 +37,7 @@ _MAP_CONTENT = {
     summary="Upload an image (multipart field `file`)",
 )
 async def upload_image(
-    service: ServiceDep,
+    images: ImagesDep,
     file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF")],
 ) -> Response:
     """Decoded with a format allow-list, a pixel cap, EXIF orientation and explicit conversion to RGB.
@@ -41,12 +49,12 @@ async def upload_image(
     ``VITSCOPE_CLIENT_UPLOADS_PER_HOUR`` images and ``VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR`` bytes per hour
     (429 with ``Retry-After`` beyond). In class mode only the example gallery's images are accepted (403).
     """
-    limit = service.settings.max_upload_bytes
+    limit = images.settings.max_upload_bytes
     data = await file.read(limit + 1)
     await file.close()
     if len(data) > limit:
         raise PayloadTooLarge(f"the upload is over {limit:,} bytes; at most {limit:,} bytes are allowed")
-    image_id, meta = await service.upload(data)
+    image_id, meta = await images.upload(data)
     body = {
         "id": image_id,
         "width": meta.width,
@@ -70,8 +78,8 @@ async def upload_image(
     response_class=Response,
     summary="The uploaded image, byte for byte",
 )
-async def get_image(service: ServiceDep, image_id: ImageId) -> Response:
-    data, meta = await service.image_bytes(image_id)
+async def get_image(images: ImagesDep, image_id: ImageId) -> Response:
+    data, meta = await images.read(image_id)
     return Response(data, media_type=meta.media_type, headers=_IMMUTABLE)
 
 
@@ -80,11 +88,13 @@ async def get_image(service: ServiceDep, image_id: ImageId) -> Response:
     responses=errors(400, 404, 409, 422, 503, 504),
     summary="The per-model metrics.json object of one image",
 )
-async def image_metrics(service: ServiceDep, image_id: ImageId, model: ModelParam = None) -> Response:
+async def image_metrics(
+    views: ViewsDep, models: ModelsDep, image_id: ImageId, model: ModelParam = None
+) -> Response:
     """Exactly the object ``vitscope analyze`` writes as ``metrics.json`` for one image: mean attention
     distance (A2), NMI (A3), attention entropy, relative log amplitude (A4) and movement coherence (A6)
     per layer, with per-head values."""
-    view = await service.metrics(image_id, model or service.default_model)
+    view = await views.get(MetricsView(), image_id, model or models.default_model)
     return view.as_response()
 
 
@@ -95,15 +105,16 @@ async def image_metrics(service: ServiceDep, image_id: ImageId, model: ModelPara
     summary="Attention map of one query (A1), per head, mean, all heads, or rollout",
 )
 async def attention(
-    service: ServiceDep,
+    views: ViewsDep,
+    models: ModelsDep,
     image_id: ImageId,
     model: ModelParam = None,
-    layer: Annotated[int, Query(ge=1, le=1024, description="1-based block")] = 1,
+    layer: Annotated[int, Query(ge=1, le=MAX_LAYER, description="1-based block")] = 1,
     head: Annotated[
-        str, Query(pattern=r"^(\d{1,4}|mean|all)$", description="Head index (0-based), 'mean' or 'all'")
+        str, Query(pattern=HEAD_PATTERN, description="Head index (0-based), 'mean' or 'all'")
     ] = "mean",
     query: Annotated[
-        str, Query(pattern=r"^(\d{1,6}|cls)$", description="Row-major patch index (0-based) or 'cls'")
+        str, Query(pattern=QUERY_PATTERN, description="Row-major patch index (0-based) or 'cls'")
     ] = "cls",
     rollout: Annotated[
         bool, Query(description="Attention rollout through this block (heads fused by mean)")
@@ -113,15 +124,8 @@ async def attention(
     """The query's row of the attention probabilities over the patch tokens, prefix dropped and renormalized
     to sum 1 (ANALYSES.md A1), as an ``H x W`` map. ``format=png`` draws it over the image as the model sees
     it (resized, centre-cropped), the query patch outlined; ``format=npy`` gives the float32 array."""
-    view = await service.attention(
-        image_id,
-        model or service.default_model,
-        layer,
-        head,
-        query,
-        rollout,
-        format,
-    )
+    params = AttentionView.parse(layer, head, query, rollout, format)
+    view = await views.get(params, image_id, model or models.default_model)
     return view.as_response()
 
 
@@ -132,24 +136,20 @@ async def attention(
     summary="2D shifted log-amplitude spectrum of the tokens at one depth (A4)",
 )
 async def spectrum(
-    service: ServiceDep,
+    views: ViewsDep,
+    models: ModelsDep,
     image_id: ImageId,
     model: ModelParam = None,
     state: Annotated[
         str, Query(pattern="^(out|attn)$", description="'out': block output; 'attn': after attention")
     ] = "out",
     depth: Annotated[
-        int, Query(ge=0, le=1024, description="0..L for out (0 = embedding), 1..L for attn")
+        int, Query(ge=0, le=MAX_LAYER, description="0..L for out (0 = embedding), 1..L for attn")
     ] = 0,
     format: Format = "json",
 ) -> Response:
     """``log(|fft2| + 1e-6)`` of the patch tokens, averaged over channels, zero frequency at the centre
     (ANALYSES.md A4 step 5), with the half-diagonal ``delta`` and the paper's scalar."""
-    view = await service.spectrum(
-        image_id,
-        model or service.default_model,
-        state,
-        depth,
-        format,
-    )
+    params = SpectrumView.parse(state, depth, format)
+    view = await views.get(params, image_id, model or models.default_model)
     return view.as_response()

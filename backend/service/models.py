@@ -1,0 +1,170 @@
+"""The model catalogue as the API serves it: ids, weights on disk, what is loaded, downloads as jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import PurePath
+from typing import Any
+
+from backend.cache import SingleFlight
+from backend.config import Settings
+from backend.errors import BadRequest, ClassModeRefused, DownloadsDisabled, ModelNotFound
+from backend.runner import RunnerPool
+from backend.service.bundle import ModelInfo, model_info_of
+from backend.service.jobs import Job, JobManager
+
+_PATCH_RE = re.compile(r"patch(\d+)")
+_LISTING_TTL = 5.0  # seconds a listing of the weights on disk is reused
+
+
+def missing_weights(spec: Any) -> tuple[str, str]:
+    """Why a model cannot run (naming the file expected) and the command that fetches or imports it."""
+    from backend.models.weights import expected_file
+
+    if spec.source == "file":
+        return (
+            f"the weights file {spec.location} is missing",
+            f"vitscope models import FILE --format timm --arch {spec.arch} --as {spec.id}",
+        )
+    expected = expected_file(spec)
+    reason = f"no weights in the models cache (expected {expected})"
+    if spec.source == "manual":
+        name = PurePath(expected).name
+        return (
+            f"{reason}; {name} has no direct download: get it by hand from {spec.location}",
+            f"vitscope models import {name} --format {spec.converter} --as {spec.id}",
+        )
+    return reason, f"vitscope models pull {spec.id}"
+
+
+def _state(spec: Any) -> tuple[Any, bool, tuple[str, str] | None]:
+    from backend.models import weights_available
+
+    available = weights_available(spec)
+    return spec, available, None if available else missing_weights(spec)
+
+
+def _catalogue() -> list[tuple[Any, bool, tuple[str, str] | None]]:
+    from backend.models import list_specs
+
+    return [_state(spec) for spec in list_specs()]
+
+
+class ModelService:
+    def __init__(self, settings: Settings, pool: RunnerPool, jobs: JobManager) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.jobs = jobs
+        self._infos: dict[str, ModelInfo] = {}
+        self._flight = SingleFlight()
+        self._listing: tuple[float, list[tuple[Any, bool, tuple[str, str] | None]]] | None = None
+
+    @property
+    def default_model(self) -> str:
+        return self.settings.default_models[0] if self.settings.default_models else "random-vit-s16"
+
+    def known_info(self, model_id: str) -> ModelInfo | None:
+        """Cheap (memory only): the ranges of a model loaded before."""
+        return self._infos.get(model_id)
+
+    async def info(self, model_id: str) -> ModelInfo:
+        info = self._infos.get(model_id)
+        if info is not None:
+            return info
+        return await self._flight.run(("model-info", model_id), lambda: self._load_info(model_id))
+
+    async def spec(self, model_id: str) -> Any:
+        """The catalogue entry (``ModelSpec``) of a model id, or ``ModelNotFound``."""
+        from backend.models import get_spec
+        from backend.models.catalog import check_name
+
+        try:
+            check_name(model_id)
+        except BadRequest:
+            raise ModelNotFound(
+                f"unknown model {model_id!r}: model ids are 1-80 lowercase letters, digits, '.', '_' or '-'; "
+                "GET /api/v1/models lists them"
+            ) from None
+        return await asyncio.to_thread(get_spec, model_id)
+
+    async def _load_info(self, model_id: str) -> ModelInfo:
+        await self.spec(model_id)  # ModelNotFound before touching the runner
+        runner = self.pool.pick(model_id)
+        info = await runner.with_model(model_id, model_info_of)
+        self._infos[model_id] = info
+        return info
+
+    # -- listing ---------------------------------------------------------------------------------------------
+    async def listing(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if self._listing is None or now - self._listing[0] > _LISTING_TTL:
+            self._listing = (now, await asyncio.to_thread(_catalogue))
+        loaded = set(self.pool.loaded())
+        return [self._entry(spec, ok, loaded, missing) for spec, ok, missing in self._listing[1]]
+
+    async def entry(self, model_id: str) -> dict[str, Any]:
+        spec = await self.spec(model_id)
+        spec, available, missing = await asyncio.to_thread(_state, spec)
+        return self._entry(spec, available, set(self.pool.loaded()), missing)
+
+    def _entry(
+        self, spec: Any, available: bool, loaded: set[str], missing: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        info = self.known_info(spec.id)
+        # Not loaded yet: arch_kwargs override the name (the demo models are patch 4 on a patch16 arch).
+        match = _PATCH_RE.search(spec.arch)
+        declared = spec.arch_kwargs.get("patch_size", int(match.group(1)) if match else None)
+        patch = info.patch_size if info is not None else declared
+        reason, command = missing if missing is not None and not available else (None, None)
+        return {
+            "id": spec.id,
+            "family": spec.family,
+            "arch": spec.arch,
+            "patch_size": patch,
+            "available": available,
+            "loaded": spec.id in loaded,
+            "license": spec.license,
+            "source": spec.source,
+            "untrained": spec.untrained,
+            "paper": spec.paper,
+            "description": spec.description,
+            "info": info.as_dict() if info is not None else None,
+            "default": spec.id in self.settings.default_models,
+            "unavailable_reason": reason,
+            "fetch_command": command,
+        }
+
+    # -- downloads -------------------------------------------------------------------------------------------
+    async def pull(self, model_id: str) -> Job | None:
+        """None when the weights are already there; else a download job (downloads must be allowed)."""
+        from backend.models import pull, weights_available
+
+        if self.settings.class_mode:
+            raise ClassModeRefused(
+                f"this server runs in class mode (VITSCOPE_CLASS_MODE), which offers only the preloaded "
+                f"models and never downloads; an operator can run `vitscope models pull {model_id}` before "
+                "the lesson"
+            )
+        spec = await self.spec(model_id)
+        if await asyncio.to_thread(weights_available, spec):
+            return None
+        if not self.settings.allow_downloads:
+            raise DownloadsDisabled(
+                "downloads are disabled on this server; an operator can run "
+                f"`vitscope models pull {model_id}`, "
+                "or start the server with VITSCOPE_ALLOW_DOWNLOADS=1"
+            )
+
+        async def work(job: Job) -> None:
+            await asyncio.to_thread(pull, model_id, False)
+            job.advance()
+
+        return self.jobs.ensure(
+            ("pull", model_id),
+            "pull",
+            f"download weights of {model_id}",
+            work,
+            result_url=f"/api/v1/models/{model_id}",
+        )
