@@ -75,6 +75,17 @@ def attention_name(
     return "_".join([PREFIX, slug(model), f"block{int(layer)}", head_label(head), query_label(query, grid)])
 
 
+def figure_name(meta: dict[str, Any] | None, fallback: str) -> str:
+    """The file name (no extension) of a drawn figure from its ``layout.meta``: an attention map's from what
+    it shows now (the page's script updates its query in place), any other from its ``filename``."""
+    meta = meta or {}
+    if all(k in meta for k in ("model", "layer", "head", "query")):
+        return attention_name(
+            str(meta["model"]), int(meta["layer"]), meta["head"], meta["query"], meta.get("grid")
+        )
+    return slug(meta.get("filename") or f"{PREFIX}_{fallback}")
+
+
 def curves_name(scope: str, num_images: int) -> str:
     what = f"set-of-{num_images}-images" if scope == "set" and num_images > 1 else "one-image"
     return f"{PREFIX}_curves_{what}"

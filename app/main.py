@@ -20,7 +20,17 @@ from dash import dcc, html
 
 from app import auth as ui_auth
 from app.api_client import ApiClient
-from app.components import attention, controls, curves, images, models, permalink, spectrum, tokens
+from app.components import (
+    attention,
+    controls,
+    curves,
+    export_all,
+    images,
+    models,
+    permalink,
+    spectrum,
+    tokens,
+)
 from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE
 from app.context import ASSETS_DIR, AppContext
 
@@ -57,6 +67,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     html.Div(id="url-note"),
                     html.Div([images.layout(ctx), models.layout()], className="setup"),
                     controls.layout(),
+                    export_all.layout(),
                     attention.layout(),
                     curves.layout(),
                     spectrum.layout(),
@@ -107,7 +118,7 @@ def create_dash_app(
         logout_url=prefix + ui_auth.LOGOUT_PATH.lstrip("/") if auth.mode == "password" else None,
     )
     app.layout = build_layout(ctx)
-    for component in (permalink, images, models, controls, attention, curves, spectrum, tokens):
+    for component in (permalink, images, models, controls, attention, curves, spectrum, tokens, export_all):
         component.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
     if proxy_hops:

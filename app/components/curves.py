@@ -29,7 +29,7 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.exports import curves_files
+from app.exports import curves_files, curves_name
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.style import model_colours
 from app.metrics import SCALE_CHOICES, curve_grids, delta_bin_label, distance_scale
@@ -166,6 +166,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             scale=distance_scale(scale_choice, curve_grids(per_model, reference)),
             reference=reference,
             delta_label=delta_bin_label(per_model),
+            filename=curves_name(scope, len((images or {}).get("ids", []))),
         )
         msg = error_list(errors + ref_errors)
         return fig, msg

@@ -23,7 +23,7 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.exports import spectrum_files
+from app.exports import spectrum_files, spectrum_name
 from app.figures.spectrum import spectrum_figure
 
 STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
@@ -89,6 +89,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             titles=titles,
             subtitle=f"{STATE_LABELS.get(state, state)}, block {layer}; centre = zero frequency; "
             "one shared colour scale; the square marks the bin Δ log amplitude reads",
+            filename=spectrum_name(state, layer),
         )
         msg = error_list(errors)
         return fig, msg

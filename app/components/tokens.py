@@ -26,7 +26,7 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.exports import tokens_files
+from app.exports import tokens_files, tokens_name
 from app.figures.tokens import tokens_figure
 
 TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
@@ -129,6 +129,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             titles=titles,
             subtitle=f"{'PCA' if method == 'pca' else 't-SNE'} of block-output patch tokens "
             f"(x_out, prefix dropped), {len(ids)} image(s), one colour per image",
+            filename=tokens_name(method, layer),
         )
         hint = (
             None

@@ -15,6 +15,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from app.exports import attention_name
 from app.figures.style import MAP_COLORSCALE, base_layout
 
 QUERY_LINE = dict(color="#22d3ee", width=2.5)
@@ -122,6 +123,7 @@ def attention_figure(
             layer=layer,
             head=str(head),
             query=_query_meta(rc, w),
+            filename=attention_name(model, layer, head, _query_meta(rc, w), grid),
         ),
         uirevision=model,
         height=360,
@@ -161,6 +163,7 @@ def patch_update(
         layer=layer,
         head=str(head),
         query=_query_meta(rc, grid[1]),
+        filename=attention_name(model, layer, head, _query_meta(rc, grid[1]), grid),
     )
     return patch_obj
 
@@ -172,8 +175,10 @@ def heads_figure(
     grid: tuple[int, int],
     patch: int,
     rc: tuple[int, int] | None,
+    filename: str | None = None,
 ) -> go.Figure:
-    """Small multiples: every head of one layer for the same query, each on its own colour scale."""
+    """Small multiples: every head of one layer for the same query, each on its own colour scale.
+    ``filename``: what an export of it is called (``app.exports.attention_name`` with head ``all``)."""
     n = max(1, len(maps))
     cols = min(n, 4 if n <= 8 else 6)
     rows = math.ceil(n / cols)
@@ -212,5 +217,6 @@ def heads_figure(
         shapes=shapes,
         height=max(220, 120 * rows + 60),
         dragmode=False,
+        meta=dict(filename=filename) if filename else None,
     )
     return fig

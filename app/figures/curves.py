@@ -88,6 +88,7 @@ def curves_figure(
     scale: DistanceScale = "px",
     reference: dict[str, Any] | None = None,
     delta_label: str | None = None,
+    filename: str = "vitscope_curves",
 ) -> go.Figure:
     """``reference``: the API's ``/reference`` document (None: no overlay); ``delta_label`` says which
     frequency bin the delta log amplitude panel reads (e.g. "3/4 π on 8 × 8")."""
@@ -161,6 +162,8 @@ def curves_figure(
         legend=dict(orientation="h", yanchor="bottom", y=1.06, x=1, xanchor="right"),
         height=560,
         hovermode="closest",
-        meta=dict(layer=layer, models=list(per_model), scale=scale, reference=sorted(refs_shown)),
+        meta=dict(
+            layer=layer, models=list(per_model), scale=scale, reference=sorted(refs_shown), filename=filename
+        ),
     )
     return fig

@@ -36,7 +36,11 @@ def delta_bin_shape(m: int, axis: str) -> dict[str, Any]:
 
 
 def spectrum_figure(
-    answers: dict[str, dict[str, Any]], *, titles: dict[str, str], subtitle: str
+    answers: dict[str, dict[str, Any]],
+    *,
+    titles: dict[str, str],
+    subtitle: str,
+    filename: str = "vitscope_spectrum",
 ) -> go.Figure:
     """``answers``: the API's spectrum answer per model (``map``, ``delta`` per half-diagonal bin, and
     ``high_frequency_delta``, the last bin's, which the curves plot)."""
@@ -93,6 +97,6 @@ def spectrum_figure(
         ),
         height=380,
         shapes=shapes,
-        meta=dict(models=models, zmin=zmin, zmax=zmax),
+        meta=dict(models=models, zmin=zmin, zmax=zmax, filename=filename),
     )
     return fig

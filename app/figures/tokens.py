@@ -23,7 +23,12 @@ def token_points(body: dict[str, Any]) -> list[tuple[int, int, float, float]]:
 
 
 def tokens_figure(
-    per_model: dict[str, dict[str, Any]], *, image_names: list[str], titles: dict[str, str], subtitle: str
+    per_model: dict[str, dict[str, Any]],
+    *,
+    image_names: list[str],
+    titles: dict[str, str],
+    subtitle: str,
+    filename: str = "vitscope_tokens",
 ) -> go.Figure:
     models = list(per_model)
     n = max(1, len(models))
@@ -60,6 +65,6 @@ def tokens_figure(
         title=dict(text=f"Patch tokens in 2D<br><sup>{subtitle}</sup>", x=0.01, font=dict(size=14)),
         legend=dict(orientation="h", y=-0.05, yanchor="top"),
         height=420,
-        meta=dict(models=models),
+        meta=dict(models=models, filename=filename),
     )
     return fig
