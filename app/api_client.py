@@ -12,19 +12,25 @@ keeps the click-to-map path at one local HTTP hop per model and zero once a map 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
+
+from app.state import IMAGE_ID
 
 T = TypeVar("T")
 
 API_PREFIX = "/api/v1"
+_SET_ID = IMAGE_ID  # a set id is the sha256 of its ordered id list
+_JOB_ID = re.compile(r"^[0-9a-f]{16,64}$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9_.:+-]{1,200}$")
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 
 
@@ -79,27 +85,29 @@ def api_base(api_url: str) -> str:
 
 
 def _error_from(resp: httpx.Response) -> ApiError:
+    """The API's error answer (``{"error": {"code", "message"}}``, the one shape of every error it sends)."""
     code, message = "http_error", ""
     try:
-        body = resp.json()
-        err = body.get("error") if isinstance(body, dict) else None
+        err = resp.json().get("error")
         if isinstance(err, dict):
             code = str(err.get("code") or code)
             message = str(err.get("message") or "")
-        elif isinstance(body, dict) and "detail" in body:  # FastAPI's own validation errors
-            detail = body["detail"]
-            if isinstance(detail, list):
-                message = "; ".join(
-                    f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg', '')}" for d in detail
-                )
-            else:
-                message = str(detail)
-    except ValueError:
+    except (ValueError, AttributeError):
+        pass
+    if not message:  # not the API (a proxy's page, a dead upstream)
         text = resp.text.strip()[:300]
         message = f"the API answered {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else "")
-    if not message:
-        message = f"the API answered {resp.status_code} {resp.reason_phrase}"
     return ApiError(message, code=code, status=resp.status_code, retry_after=resp.headers.get("Retry-After"))
+
+
+def segment(value: str, what: str, pattern: re.Pattern[str]) -> str:
+    """One path segment of an API URL: ``value`` checked against ``pattern``, then percent-encoded.
+
+    Ids come from the browser's stores, which a user can forge: ``"../jobs?"`` must never name another route.
+    """
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ApiError(f"{what} {str(value)[:80]!r} is malformed", code="bad_request", status=400)
+    return quote(value, safe="")
 
 
 class ApiClient:
@@ -158,27 +166,19 @@ class ApiClient:
             ) from exc
 
     def _wait_job(self, accepted: Any, method: str, path: str, kwargs: dict[str, Any]) -> Any:
-        """Follow a 202 answer's job to its end, then return its result (or ask again, now cached)."""
-        job_id = None
-        if isinstance(accepted, dict):
-            job = accepted.get("job")
-            job_id = job.get("id") if isinstance(job, dict) else job
-            job_id = job_id or accepted.get("job_id") or accepted.get("id")
-        if not job_id:
-            return accepted
+        """Follow a 202 answer's job (``{"job": {...}}``) to its end; its result, or ask again."""
+        job_id = str(accepted["job"]["id"])
         deadline = time.monotonic() + 600.0
         delay = 0.1
         while time.monotonic() < deadline:
-            state = self.job(str(job_id))
-            status = str(state.get("status") or state.get("state") or "").lower()
-            if status in ("done", "finished", "succeeded", "success", "completed"):
-                if "result" in state and state["result"] is not None:
+            state = self.job(job_id)
+            if state["status"] == "succeeded":
+                if state.get("result") is not None:
                     return state["result"]
                 return self._json(method, path, **kwargs)
-            if status in ("failed", "error", "cancelled"):
-                err = state.get("error")
-                message = err.get("message") if isinstance(err, dict) else str(err or "the job failed")
-                raise ApiError(str(message), code="job_failed")
+            if state["status"] == "failed":
+                err = state.get("error") or {}
+                raise ApiError(str(err.get("message") or "the job failed"), code="job_failed")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
         raise ApiError(f"job {job_id} did not finish within 10 minutes", code="timeout")
@@ -212,11 +212,7 @@ class ApiClient:
             return False
 
     def models(self) -> list[dict[str, Any]]:
-        body = self._json("GET", "/models")
-        items = body.get("models", body.get("items", [])) if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            raise ApiError("the API's model list is not a list", code="bad_answer")
-        return [m for m in items if isinstance(m, dict) and "id" in m]
+        return list(self._json("GET", "/models")["models"])
 
     def upload_image(
         self, data: bytes, filename: str, content_type: str | None = None, *, client: str | None = None
@@ -225,95 +221,63 @@ class ApiClient:
         per-client upload caps count the student, not this server."""
         files = {"file": (filename or "upload", data, content_type or "application/octet-stream")}
         headers = {"X-Forwarded-For": client} if client else None
-        body = self._json("POST", "/images", files=files, headers=headers)
-        if not isinstance(body, dict) or "id" not in body:
-            raise ApiError("the API accepted the upload but gave no image id", code="bad_answer")
+        body: dict[str, Any] = self._json("POST", "/images", files=files, headers=headers)
         return body
 
     def image_bytes(self, image_id: str) -> tuple[bytes, str]:
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}"
+
         def fetch() -> tuple[bytes, str]:
-            resp = self._request("GET", f"/images/{image_id}")
+            resp = self._request("GET", path)
             return resp.content, resp.headers.get("content-type", "application/octet-stream")
 
         return self._cached(("image", image_id), fetch)
 
     def metrics(self, image_id: str, model: str) -> dict[str, Any]:
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/metrics"
         return self._cached(
-            ("metrics", image_id, model),
-            lambda: self._json("GET", f"/images/{image_id}/metrics", params={"model": model}),
+            ("metrics", image_id, model), lambda: self._json("GET", path, params={"model": model})
         )
 
     def attention(
         self, image_id: str, model: str, layer: int, head: int | str, query: int | str
     ) -> dict[str, Any]:
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/attention"
         params = {"model": model, "layer": layer, "head": head, "query": query}
         return self._cached(
             ("attention", image_id, model, layer, str(head), str(query)),
-            lambda: self._json("GET", f"/images/{image_id}/attention", params=params),
+            lambda: self._json("GET", path, params=params),
         )
 
-    def attention_heads(
-        self, image_id: str, model: str, layer: int, query: int | str, num_heads: int
-    ) -> list[Any]:
-        """The maps of all heads of a layer: one ``head=all`` call where the API has it, else one per head."""
-        key = ("attention-heads", image_id, model, layer, str(query))
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        try:
-            body = self._json(
-                "GET",
-                f"/images/{image_id}/attention",
-                params={"model": model, "layer": layer, "head": "all", "query": query},
-            )
-            maps = body.get("maps", body.get("map"))
-            if isinstance(maps, list) and maps and isinstance(maps[0], list) and isinstance(maps[0][0], list):
-                self._cache.put(key, maps)
-                return maps
-        except ApiError as exc:
-            if exc.status is None or exc.status >= 500:
-                raise
-        results = self.parallel(
-            [partial(self.attention, image_id, model, layer, h, query) for h in range(num_heads)]
-        )
-        maps = []
-        for r in results:
-            if isinstance(r, ApiError):
-                raise r
-            maps.append(r["map"])
-        self._cache.put(key, maps)
-        return maps
+    def attention_heads(self, image_id: str, model: str, layer: int, query: int | str) -> list[Any]:
+        """The maps of all heads of a layer (``head=all``: heads x H x W)."""
+        body = self.attention(image_id, model, layer, "all", query)
+        return list(body["map"])
 
     def spectrum(self, image_id: str, model: str, depth: int, state: str = "out") -> dict[str, Any]:
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/spectrum"
         params = {"model": model, "depth": depth, "state": state}
         return self._cached(
-            ("spectrum", image_id, model, depth, state),
-            lambda: self._json("GET", f"/images/{image_id}/spectrum", params=params),
+            ("spectrum", image_id, model, depth, state), lambda: self._json("GET", path, params=params)
         )
 
     def create_set(self, image_ids: list[str]) -> str:
+        for i in image_ids:
+            segment(i, "image id", IMAGE_ID)
         key = ("set", tuple(image_ids))
-
-        def fetch() -> str:
-            body = self._json("POST", "/sets", json={"images": image_ids})
-            set_id = body.get("id") if isinstance(body, dict) else None
-            if not set_id:
-                raise ApiError("the API created the set but gave no set id", code="bad_answer")
-            return str(set_id)
-
-        return self._cached(key, fetch)
+        return self._cached(key, lambda: str(self._json("POST", "/sets", json={"images": image_ids})["id"]))
 
     def set_metrics(self, set_id: str, model: str) -> dict[str, Any]:
+        path = f"/sets/{segment(set_id, 'set id', _SET_ID)}/metrics"
         return self._cached(
-            ("set-metrics", set_id, model),
-            lambda: self._json("GET", f"/sets/{set_id}/metrics", params={"model": model}),
+            ("set-metrics", set_id, model), lambda: self._json("GET", path, params={"model": model})
         )
 
     def embeddings(self, set_id: str, model: str, layer: int, method: str) -> dict[str, Any]:
+        path = f"/sets/{segment(set_id, 'set id', _SET_ID)}/embeddings"
         params = {"model": model, "layer": layer, "method": method}
         return self._cached(
-            ("embeddings", set_id, model, layer, method),
-            lambda: self._json("GET", f"/sets/{set_id}/embeddings", params=params),
+            ("embeddings", set_id, model, layer, method), lambda: self._json("GET", path, params=params)
         )
 
     def reference(self) -> dict[str, Any]:
@@ -321,5 +285,11 @@ class ApiClient:
         return self._cached(("reference",), lambda: self._json("GET", "/reference"))
 
     def job(self, job_id: str) -> dict[str, Any]:
-        body = self._json("GET", f"/jobs/{job_id}")
-        return body if isinstance(body, dict) else {}
+        body: dict[str, Any] = self._json("GET", f"/jobs/{segment(job_id, 'job id', _JOB_ID)}")
+        return body
+
+    def pull(self, model_id: str) -> dict[str, Any]:
+        """``POST /models/{id}/pull`` without waiting: ``{"job": {...}}`` (202) or the model (200)."""
+        resp = self._request("POST", f"/models/{segment(model_id, 'model id', _MODEL_ID)}/pull")
+        body: dict[str, Any] = resp.json()
+        return body

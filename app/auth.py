@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import flask
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -55,6 +55,30 @@ def client_address() -> str | None:
     if not flask.has_request_context():
         return None
     return flask.request.remote_addr
+
+
+def same_site_path(target: str | None, prefix: str) -> str:
+    """Where the login may send the browser: a path of this app, else ``prefix``.
+
+    Read as a browser would: percent-escapes decoded and control characters dropped (a browser ignores a tab
+    or newline in ``/\t/evil.example``, which then means ``//evil.example``), so no form of another site
+    (``//host``, ``/\\host``, ``https://...``) gets through, and the ``Location`` header never holds a line
+    break. The path goes back as given, less its control characters, percent-encoded where it must be.
+    """
+    if not target:
+        return prefix
+    text = "".join(ch for ch in unquote(target) if ch.isprintable())
+    parts = urlsplit(text)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not text.startswith(prefix)
+        or text[1:2] in ("/", "\\")
+        or "\\" in text
+    ):
+        return prefix
+    kept = "".join(ch for ch in target if ch.isprintable())
+    return quote(kept, safe="/?&=:@,;+-._~!$'()*%#")
 
 
 def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
@@ -139,12 +163,6 @@ def _install_password(server: flask.Flask, password: str, prefix: str) -> None:
             return False
         return True
 
-    def safe_next(target: str | None) -> str:
-        """Only a path of this app: never another site (``//host``, ``/\\host``, ``https://...``)."""
-        if target and target.startswith(prefix) and not target.startswith("//") and "\\" not in target:
-            return target
-        return prefix
-
     @server.before_request
     def require_login() -> Any:
         if flask.request.path in open_paths or logged_in():
@@ -159,7 +177,7 @@ def _install_password(server: flask.Flask, password: str, prefix: str) -> None:
     @server.route(LOGIN_PATH, methods=["GET", "POST"])
     def login() -> Any:
         client = flask.request.remote_addr or "unknown"
-        target = safe_next(flask.request.values.get("next"))
+        target = same_site_path(flask.request.values.get("next"), prefix)
         if flask.request.method == "GET":
             return _login_page(prefix, target, None, 200)
         wait = failures.retry_after(client)

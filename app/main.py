@@ -19,6 +19,7 @@ import dash
 from dash import dcc, html
 
 from app import auth as ui_auth
+from app import proxy
 from app.api_client import ApiClient
 from app.components import (
     attention,
@@ -87,6 +88,7 @@ def create_dash_app(
     auth: ui_auth.UiAuth | None = None,
     class_mode: bool = False,
     proxy_hops: int = 0,
+    allow_downloads: bool = False,
 ) -> dash.Dash:
     """The UI as a Dash app that calls the REST API at ``api_url``.
 
@@ -96,7 +98,8 @@ def create_dash_app(
     as a bearer token on every API call; it stays on the server. ``auth`` guards every route (default: none);
     ``class_mode`` offers only the example gallery and the server's default models, with no upload;
     ``proxy_hops`` reverse proxies in front are believed about the browser's address (``X-Forwarded-For``)
-    and scheme (``X-Forwarded-Proto``).
+    and scheme (``X-Forwarded-Proto``); ``allow_downloads`` (the API's ``VITSCOPE_ALLOW_DOWNLOADS``) offers a
+    Download button for models without weights.
     """
     auth = auth or ui_auth.UiAuth()
     prefix = (
@@ -115,12 +118,14 @@ def create_dash_app(
     ctx = AppContext(
         client=ApiClient(api_url, token=api_token),
         class_mode=class_mode,
+        allow_downloads=allow_downloads and not class_mode,
         logout_url=prefix + ui_auth.LOGOUT_PATH.lstrip("/") if auth.mode == "password" else None,
     )
     app.layout = build_layout(ctx)
     for component in (permalink, images, models, controls, attention, curves, spectrum, tokens, export_all):
         component.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
+    proxy.install(app.server, ctx, prefix)
     if proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -138,6 +143,7 @@ def ui_options(settings: Any) -> dict[str, Any]:
         "auth": ui_auth.UiAuth(settings.ui_auth, password, settings.ui_proxy_header),
         "class_mode": bool(settings.class_mode),
         "proxy_hops": int(settings.ui_proxy_hops),
+        "allow_downloads": bool(getattr(settings, "allow_downloads", False)),  # Settings only
     }
 
 

@@ -1,9 +1,13 @@
-"""The view state a permalink carries, and its query-string form.
+"""The view state a permalink carries, its query-string form, and the checks of every value the page stores.
 
-``?images=<sha>,<sha>&active=0&models=a,b&layer=6&head=mean&query=cls`` (``query=R,C`` is a patch given as
-fractions of the model input's height and width, so it names the same place of the image for models whose
-patch grids differ; ``query=cls`` the CLS token). Anything malformed is dropped, never an error: a hand-edited
-link still opens.
+``?images=<sha>,<sha>&name=cat.png&name=dog.png&active=0&models=a,b&layer=6&head=mean&query=cls&opacity=0.6``
+``&spectrum=out&projection=pca&open=heads,tokens`` (``query=R,C`` is a patch given as fractions of the model
+input's height and width, so it names the same place of the image for models whose patch grids differ;
+``query=cls`` the CLS token). Anything malformed is dropped, never an error: a hand-edited link still opens.
+
+The browser's stores can be forged (plain JSON the page sends back), so every callback reads image ids
+and model ids through :func:`image_id`, :func:`clean_images` and :func:`clean_models` before they reach an API
+URL.
 """
 
 from __future__ import annotations
@@ -14,11 +18,55 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-MAX_MODELS = 4
+MAX_MODELS = 4  # models side by side: the one limit (columns, the picker, permalinks)
 MIN_MODELS = 2
 MAX_IMAGES = 64
-_IMAGE_ID = re.compile(r"^[0-9a-f]{8,128}$")
+MAX_NAME = 120
+IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")  # the API's image id: the sha256 of the file, in hex
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_.:/+-]{1,200}$")
+SPECTRUM_STATES = ("out", "attn")  # as app.components.spectrum offers them
+PROJECTIONS = ("pca", "tsne")
+PANELS = ("heads", "tokens")  # parts of the page opened on demand (disclosures)
+DEFAULT_OPACITY = 0.6
+
+
+def image_id(value: Any) -> str | None:
+    """``value`` if it is an image id (64 lowercase hex digits), else None."""
+    return value if isinstance(value, str) and IMAGE_ID.match(value) else None
+
+
+def model_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and _MODEL_ID.match(value) and ".." not in value else None
+
+
+def clean_name(value: Any) -> str:
+    """A display name without control characters, at most ``MAX_NAME`` characters."""
+    text = "".join(ch for ch in str(value or "") if ch.isprintable())
+    return text.strip()[:MAX_NAME]
+
+
+def clean_images(store: Any) -> dict[str, Any]:
+    """The image store with only well-formed ids: ``{"ids", "names", "active"}``."""
+    raw = store if isinstance(store, dict) else {}
+    ids = (
+        [i for i in raw.get("ids") or [] if image_id(i)][:MAX_IMAGES]
+        if isinstance(raw.get("ids"), list)
+        else []
+    )
+    ids = list(dict.fromkeys(ids))
+    given = raw.get("names")
+    names_raw: dict[str, Any] = given if isinstance(given, dict) else {}
+    names = {i: clean_name(names_raw[i]) for i in ids if i in names_raw and clean_name(names_raw[i])}
+    active = raw.get("active") if raw.get("active") in ids else (ids[0] if ids else None)
+    return {"ids": ids, "names": names, "active": active}
+
+
+def clean_models(models: Any, allowed: set[str] | None = None) -> list[str]:
+    """Well-formed model ids, at most ``MAX_MODELS``, without repeats; only ``allowed`` ones when given."""
+    if not isinstance(models, list):
+        return []
+    out = [m for m in dict.fromkeys(m for m in models if model_id(m)) if allowed is None or m in allowed]
+    return out[:MAX_MODELS]
 
 
 @dataclass
@@ -83,24 +131,39 @@ class Query:
 @dataclass
 class ViewState:
     images: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # display names, in the order of ``images`` ("" = none)
     active: int = 0
     models: list[str] = field(default_factory=list)
     layer: int | None = None
     head: str = "mean"
     query: Query = field(default_factory=Query)
+    opacity: float = DEFAULT_OPACITY
+    spectrum: str = SPECTRUM_STATES[0]
+    projection: str = PROJECTIONS[0]
+    panels: list[str] = field(default_factory=list)
 
     def to_search(self) -> str:
-        params: dict[str, str] = {}
+        params: list[tuple[str, str]] = []
         if self.images:
-            params["images"] = ",".join(self.images)
+            params.append(("images", ",".join(self.images)))
+            if any(self.names):
+                params += [("name", n) for n in self.names]
             if self.active:
-                params["active"] = str(self.active)
+                params.append(("active", str(self.active)))
         if self.models:
-            params["models"] = ",".join(self.models)
+            params.append(("models", ",".join(self.models)))
         if self.layer is not None:
-            params["layer"] = str(self.layer)
-        params["head"] = self.head
-        params["query"] = self.query.to_param()
+            params.append(("layer", str(self.layer)))
+        params.append(("head", self.head))
+        params.append(("query", self.query.to_param()))
+        if self.opacity != DEFAULT_OPACITY:
+            params.append(("opacity", f"{self.opacity:.2f}"))
+        if self.spectrum != SPECTRUM_STATES[0]:
+            params.append(("spectrum", self.spectrum))
+        if self.projection != PROJECTIONS[0]:
+            params.append(("projection", self.projection))
+        if self.panels:
+            params.append(("open", ",".join(self.panels)))
         return "?" + urlencode(params, safe=",:/")
 
     @staticmethod
@@ -111,11 +174,16 @@ class ViewState:
             values = qs.get(name)
             return values[-1].strip() if values else ""
 
-        images = [i for i in one("images").lower().split(",") if _IMAGE_ID.match(i)][:MAX_IMAGES]
+        images = [i for i in one("images").lower().split(",") if IMAGE_ID.match(i)][:MAX_IMAGES]
         images = list(dict.fromkeys(images))
         models = [m for m in one("models").split(",") if _MODEL_ID.match(m)]
         models = list(dict.fromkeys(models))[:MAX_MODELS]
-        state = ViewState(images=images, models=models)
+        names = [clean_name(n) for n in qs.get("name", [])][: len(images)]
+        if any(names):
+            names += [""] * (len(images) - len(names))
+        else:
+            names = []
+        state = ViewState(images=images, names=names, models=models)
         active = one("active")
         if active.isdigit() and int(active) < len(images):
             state.active = int(active)
@@ -126,6 +194,16 @@ class ViewState:
         if head == "mean" or (head.isdigit() and int(head) < 1000):
             state.head = head
         state.query = Query.from_param(one("query"))
+        try:
+            opacity = float(one("opacity") or DEFAULT_OPACITY)
+        except ValueError:
+            opacity = DEFAULT_OPACITY
+        state.opacity = round(opacity, 2) if 0.0 <= opacity <= 1.0 else DEFAULT_OPACITY
+        if one("spectrum") in SPECTRUM_STATES:
+            state.spectrum = one("spectrum")
+        if one("projection") in PROJECTIONS:
+            state.projection = one("projection")
+        state.panels = [p for p in PANELS if p in one("open").split(",")]
         return state
 
 

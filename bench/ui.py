@@ -26,11 +26,11 @@ import httpx  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from tests.browser.chrome import Browser  # noqa: E402
-from tests.browser.helpers import click_patch, heatmap, tick_model, upload, wait_for  # noqa: E402
+from tests.browser.helpers import att_col, click_patch, heatmap, tick_model, upload, wait_for  # noqa: E402
 from tests.browser.serverproc import BASELINE_MODEL, TEST_MODEL, running_server  # noqa: E402
 
 GOAL_MS = 300.0
-GRAPHS = ("att-graph-0", "att-graph-1")
+GRAPHS = (att_col(0), att_col(1))
 IMAGE = REPO.parent / "shared" / "data" / "cue_conflict" / "cat" / "cat4-airplane1.png"
 
 INSTRUMENT = """
@@ -40,7 +40,7 @@ document.addEventListener("mousedown", () => {
   window.__bench.drawn = {};
 }, true);
 for (const id of arguments[0]) {
-  const gd = document.querySelector("#" + id + " .js-plotly-plot");
+  const gd = document.querySelector(id + " .js-plotly-plot");
   gd.on("plotly_afterplot", () => {
     const b = window.__bench, meta = gd.layout && gd.layout.meta;
     const fresh = b.click !== null && meta && meta.query === b.expect && !(id in b.drawn);

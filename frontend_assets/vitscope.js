@@ -1,5 +1,8 @@
-/* vitscope UI scripts: clientside callbacks (query picking, permalink writing, figure export).
- * Loaded by Dash from frontend_assets/; the Python side calls them as window.vitscope.<name>(...). */
+/* vitscope UI scripts: clientside callbacks (query picking, permalink history, figure export, downloads).
+ * Loaded by Dash from frontend_assets/; the Python side calls them through
+ * ClientsideFunction("vitscope", name), i.e. window.dash_clientside.vitscope.<name>(...).
+ * Geometry (grid, patch, what a map shows) is read from each attention figure's layout.meta, which the server
+ * writes (app/figures/attention.py); nothing here knows a model's shape on its own. */
 (function () {
   "use strict";
 
@@ -14,20 +17,6 @@
     var t = cc.triggered && cc.triggered[0];
     if (!t || !t.prop_id) return null;
     return t.prop_id.split(".")[0];
-  }
-
-  function gridOf(meta, model) {
-    var s = meta && meta.models && model && meta.models[model];
-    return s ? { grid: s.grid, patch: s.patch_size } : null;
-  }
-
-  function firstGrid(meta, models) {
-    var list = models || [];
-    for (var i = 0; i < list.length; i++) {
-      var g = gridOf(meta, list[i]);
-      if (g) return g;
-    }
-    return { grid: [14, 14], patch: 16 };
   }
 
   function round4(v) {
@@ -50,11 +39,6 @@
     return { y: round4((r + 0.5) / g.grid[0]), x: round4((c + 0.5) / g.grid[1]) };
   }
 
-  // One number for the permalink, like Python's f"{v:.4g}".
-  function fmt(v) {
-    return String(Number(Number(v).toPrecision(4)));
-  }
-
   // --- the click-to-maps fast path ------------------------------------------------------------------------
   var fast = { seq: 0 };
 
@@ -71,15 +55,21 @@
     return fast.prefix;
   }
 
+  /* The drawn attention maps, in column order (column i holds {"type": "att-graph", "index": i}). */
   function attentionGraphs() {
     var out = [];
-    for (var i = 0; i < 4; i++) {
-      var gd = document.querySelector("#att-graph-" + i + " .js-plotly-plot");
-      if (!gd || !gd.data || !gd.data.length || !gd.layout || !gd.layout.meta || !gd.layout.meta.image) continue;
-      if (gd.offsetParent === null) continue; // a hidden column
+    document.querySelectorAll(".att-grid .att-col").forEach(function (col, i) {
+      var gd = col.querySelector(".js-plotly-plot");
+      if (!gd || !gd.data || !gd.data.length || !gd.layout || !gd.layout.meta || !gd.layout.meta.image) return;
       out.push({ slot: i, gd: gd });
-    }
+    });
     return out;
+  }
+
+  /* The patch under a click on a drawn map, in that map's grid (its layout.meta). */
+  function cellAt(meta, x, y) {
+    return [clamp(Math.floor(y / meta.patch), 0, meta.grid[0] - 1),
+            clamp(Math.floor(x / meta.patch), 0, meta.grid[1] - 1)];
   }
 
   function queryIndex(query, grid) {
@@ -112,7 +102,7 @@
 
   function setMessage(slot, text) {
     var sp = window.dash_clientside && window.dash_clientside.set_props;
-    if (sp) sp("att-msg-" + slot, { children: text });
+    if (sp) sp({ type: "att-msg", index: slot }, { children: text });
   }
 
   /* Fetch the maps of a new query for every drawn column at once and redraw them in place. The layer, head,
@@ -170,20 +160,33 @@
   /* Start fetching on Plotly's own click event, before Dash has turned it into clickData (the Dash callback
    * that follows finds the same query on its way and only waits for it). */
   function hookClicks() {
-    for (var i = 0; i < 4; i++) {
-      var gd = document.querySelector("#att-graph-" + i + " .js-plotly-plot");
-      if (!gd || gd.__vitscopeHooked || typeof gd.on !== "function") continue;
+    attentionGraphs().forEach(function (g) {
+      var gd = g.gd;
+      if (gd.__vitscopeHooked || typeof gd.on !== "function") return;
       gd.__vitscopeHooked = true;
       gd.on("plotly_click", function (ev) {
         var p = ev && ev.points && ev.points[0];
         var meta = p && p.fullData && this.layout && this.layout.meta;
         if (!meta || !meta.grid) return;
-        var r = clamp(Math.floor(p.y / meta.patch), 0, meta.grid[0] - 1);
-        var c = clamp(Math.floor(p.x / meta.patch), 0, meta.grid[1] - 1);
-        showQuery(centreOf(r, c, { grid: meta.grid }));
+        var rc = cellAt(meta, p.x, p.y);
+        showQuery(centreOf(rc[0], rc[1], { grid: meta.grid }));
       }.bind(gd));
-    }
+    });
   }
+
+  /* The layer box (the slider's number input) takes Enter, not only a blur. */
+  function hookLayerBox() {
+    var box = document.querySelector("#ctl-layer input");
+    if (!box || box.__vitscopeEnter) return;
+    box.__vitscopeEnter = true;
+    box.addEventListener("keydown", function (ev) {
+      if (ev.key !== "Enter") return;
+      ev.preventDefault();
+      box.blur();
+      box.focus();
+    });
+  }
+
   /* Keyboard reach for the parts Dash renders as plain divs (the drop zone, the copy button) and names for the
    * slider handles. */
   var KEYBOARD = [
@@ -310,88 +313,151 @@
       hookClicks();
       hookKeyboard();
       hookUpload();
+      hookLayerBox();
     });
   }).observe(document.documentElement, { childList: true, subtree: true });
 
-  window.vitscope = {
-    showQuery: showQuery,
-    uploadFiles: uploadFiles,
+  // --- history: one entry per view change; Back and Forward go through the views --------------------------
+  var nav = { replaceNext: true }; // the first write after opening or after Back/Forward replaces
+  window.addEventListener("popstate", function () { nav.replaceNext = true; });
 
+  // --- model downloads: follow each job and move its bar ---------------------------------------------------
+  var pulls = {};
+
+  function followJob(model, job) {
+    if (pulls[model]) return pulls[model];
+    var id = { type: "mdl-progress", id: model };
+    var msg = { type: "mdl-pull-msg", id: model };
+    setProps(id, { style: {}, value: "0" });
+    pulls[model] = new Promise(function (resolve) {
+      function tick() {
+        fetch(prefix() + "_vitscope/jobs/" + encodeURIComponent(job), { credentials: "same-origin" })
+          .then(function (r) { return r.json(); })
+          .then(function (j) {
+            if (j.error && !j.status) { setProps(msg, { children: j.error.message }); resolve(false); return; }
+            var frac = j.total ? j.done / j.total : j.progress;
+            setProps(id, { value: String(frac) });
+            setProps(msg, { children: j.total ? j.done + " of " + j.total : Math.round(100 * frac) + " %" });
+            if (j.status === "succeeded") { setProps(msg, { children: "downloaded" }); resolve(true); return; }
+            if (j.status === "failed") {
+              setProps(msg, { children: (j.error && j.error.message) || "the download failed" });
+              resolve(false);
+              return;
+            }
+            window.setTimeout(tick, 300);
+          }, function (e) { setProps(msg, { children: "the UI server did not answer: " + e }); resolve(false); });
+      }
+      tick();
+    });
+    return pulls[model];
+  }
+
+  window.dash_clientside = window.dash_clientside || {};
+  window.dash_clientside.vitscope = {
     /* The small multiples ask the server only while their panel is open. */
     headsRequest: function (isOpen, meta, layer, query) {
       if (!isOpen) return noUpdate();
       return { meta: meta, layer: layer, query: query, at: Date.now() };
     },
 
-    /* Overlay opacity, in the browser only: a restyle of the drawn maps. */
+    /* Overlay opacity, in the browser only: a restyle of the drawn maps while the handle moves. */
     setOpacity: function (opacity) {
+      if (opacity === null || opacity === undefined) return noUpdate();
       attentionGraphs().forEach(function (g) {
         window.Plotly.restyle(g.gd, { opacity: opacity }, [0]);
       });
       return opacity;
     },
 
-    /* (clickData x4, cls clicks, row, col, query, meta, models) -> [query, row, col] */
-    queryControl: function (c0, c1, c2, c3, clsClicks, row, col, query, meta, models) {
+    /* (clickData of every column, CLS clicks, row, col, query) -> [query, row, col]. The boxes name a patch
+     * of the first column's grid. */
+    queryControl: function (clicks, clsClicks, row, col, query) {
       var nu = noUpdate();
       var trig = triggeredId();
-      var first = firstGrid(meta, models);
-      if (typeof trig === "string" && trig.indexOf("att-graph-") === 0) {
-        var i = parseInt(trig.slice("att-graph-".length), 10);
-        var cd = [c0, c1, c2, c3][i];
-        if (!cd || !cd.points || !cd.points.length) return [nu, nu, nu];
-        var g = gridOf(meta, (models || [])[i]) || first;
-        var p = cd.points[0];
-        var r = clamp(Math.floor(p.y / g.patch), 0, g.grid[0] - 1);
-        var c = clamp(Math.floor(p.x / g.patch), 0, g.grid[1] - 1);
-        var q = centreOf(r, c, g);
-        var rc = rowCol(q, first);
-        return after(showQuery(q), [q, rc[0], rc[1]]);
+      var graphs = attentionGraphs();
+      var first = graphs.length ? graphs[0].gd.layout.meta : null;
+      if (trig && typeof trig === "object" && trig.type === "att-graph") {
+        var cd = (clicks || [])[trig.index];
+        var g = graphs.filter(function (x) { return x.slot === trig.index; })[0];
+        if (!cd || !cd.points || !cd.points.length || !g) return [nu, nu, nu];
+        var rc = cellAt(g.gd.layout.meta, cd.points[0].x, cd.points[0].y);
+        var q = centreOf(rc[0], rc[1], g.gd.layout.meta);
+        var box = rowCol(q, first);
+        return after(showQuery(q), [q, box[0], box[1]]);
       }
       if (trig === "ctl-cls") return after(showQuery("cls"), ["cls", null, null]);
       if (trig === "ctl-row" || trig === "ctl-col") {
+        if (!first) return [nu, nu, nu];
         var hasRow = row !== null && row !== undefined && row !== "";
         var hasCol = col !== null && col !== undefined && col !== "";
         if (!hasRow && !hasCol) return after(showQuery("cls"), ["cls", nu, nu]);
         var rr = clamp(hasRow ? Math.floor(Number(row)) : Math.floor(first.grid[0] / 2), 0, first.grid[0] - 1);
-        var ccol = clamp(hasCol ? Math.floor(Number(col)) : Math.floor(first.grid[1] / 2), 0, first.grid[1] - 1);
-        var q2 = centreOf(rr, ccol, first);
-        return after(showQuery(q2), [q2, rr, ccol]);
+        var cc = clamp(hasCol ? Math.floor(Number(col)) : Math.floor(first.grid[1] / 2), 0, first.grid[1] - 1);
+        var now = rowCol(query, first);
+        if (now[0] === rr && now[1] === cc) return [nu, nu, nu]; // the boxes only caught up with the query
+        var q2 = centreOf(rr, cc, first);
+        return after(showQuery(q2), [q2, rr, cc]);
       }
       if (trig === "ctl-query") {
-        // Set from outside (a permalink): redraw drawn maps for it, and show it in the inputs.
+        // Set from outside (a permalink, Back/Forward): redraw the drawn maps for it.
         showQuery(query);
+        if (!first) return [nu, nu, nu];
         var rc2 = rowCol(query, first);
         return [nu, rc2[0], rc2[1]];
       }
       return [nu, nu, nu];
     },
 
-    /* (images store, models, layer, head, query, ready) -> the permalink; rewrites the address bar in place. */
-    writeUrl: function (img, models, layer, head, query, ready) {
-      if (!ready) return noUpdate();
-      var parts = [];
-      var ids = (img && img.ids) || [];
-      if (ids.length) {
-        parts.push("images=" + ids.join(","));
-        var a = ids.indexOf(img.active);
-        if (a > 0) parts.push("active=" + a);
-      }
-      if (models && models.length) parts.push("models=" + models.map(encodeURIComponent).join(","));
-      if (layer !== null && layer !== undefined) parts.push("layer=" + layer);
-      parts.push("head=" + encodeURIComponent(head === null || head === undefined ? "mean" : head));
-      parts.push(
-        "query=" + (query && typeof query === "object" ? fmt(query.y) + "," + fmt(query.x) : "cls")
-      );
-      var search = "?" + parts.join("&");
+    /* The maps were (re)drawn by the server: the boxes follow the first column's grid. */
+    syncBoxes: function (figures, query) {
+      var meta = null;
+      (figures || []).some(function (f) {
+        meta = f && f.layout && f.layout.meta && f.layout.meta.grid ? f.layout.meta : null;
+        return meta !== null;
+      });
+      if (!meta) return [noUpdate(), noUpdate(), "or click a patch on a map"];
+      var rc = rowCol(query, meta);
+      var hint = "row and col of the " + meta.grid[0] + "x" + meta.grid[1] + " grid of " + meta.model +
+        "; or click a patch on a map";
+      return [rc[0], rc[1], hint];
+    },
+
+    /* The server's query string of the view -> the address bar: a new history entry per view change. */
+    writeUrl: function (search) {
+      if (typeof search !== "string" || search.charAt(0) !== "?") return noUpdate();
       if (window.location.search !== search) {
-        window.history.replaceState(window.history.state, "", window.location.pathname + search);
+        var url = window.location.pathname + search;
+        if (nav.replaceNext) window.history.replaceState(window.history.state, "", url);
+        else window.history.pushState(null, "", url);
       }
+      nav.replaceNext = false;
       return window.location.href;
     },
 
+    /* Open or close a disclosure (app.components.common.disclosure). */
+    disclose: function (n, label) {
+      var open = (n || 0) % 2 === 1;
+      return [open ? {} : { display: "none" }, open ? "true" : "false", open, [open ? "▾ " : "▸ ", label]];
+    },
+
+    /* Follow the download jobs the server started; once one finishes, the model list is read again. */
+    followPulls: function (started) {
+      var waits = Object.keys(started || {}).map(function (model) {
+        var s = started[model];
+        if (s.error) {
+          setProps({ type: "mdl-pull-msg", id: model }, { children: s.error });
+          return Promise.resolve(false);
+        }
+        if (s.done) return Promise.resolve(true);
+        return followJob(model, s.job);
+      });
+      return Promise.all(waits).then(function (done) {
+        return done.some(Boolean) ? { at: Date.now() } : noUpdate();
+      });
+    },
+
     /* Save every drawn figure of a panel as PNG or SVG (the button that fired says which). */
-    exportImages: function (panelId) {
+    exportImages: function (_png, _svg, panelId) {
       var trig = String(triggeredId() || "");
       var format = /svg$/.test(trig) ? "svg" : "png";
       var panel = document.getElementById(panelId);
@@ -400,7 +466,7 @@
       panel.querySelectorAll(".js-plotly-plot").forEach(function (gd) {
         if (!gd.data || !gd.data.length || gd.offsetParent === null) return;
         var holder = gd.closest("[id]");
-        var name = (holder && holder.id) || panelId + "-" + count;
+        var name = ((holder && holder.id) || panelId + "-" + count).replace(/[^A-Za-z0-9]+/g, "-");
         window.Plotly.downloadImage(gd, {
           format: format,
           filename: "vitscope-" + name,

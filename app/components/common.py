@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dash import Dash, Input, Output, dcc, html
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 
 from app.context import help_text
 from app.figures.style import graph_config
@@ -47,6 +46,7 @@ def disclosure(prefix: str, label: str, children: list[Any], *, class_name: str 
             ),
             html.Div(children, id=f"{prefix}-body", style={"display": "none"}),
             dcc.Store(id=f"{prefix}-open", data=False),
+            dcc.Store(id=f"{prefix}-label", data=label),
         ],
         className=class_name,
     )
@@ -54,14 +54,15 @@ def disclosure(prefix: str, label: str, children: list[Any], *, class_name: str 
 
 def register_disclosure(app: Dash, prefix: str, label: str) -> None:
     """Open and close a ``disclosure`` in the browser (no round trip)."""
+    del label  # the disclosure's own store holds it
     app.clientside_callback(
-        "function(n) { const open = (n || 0) % 2 === 1; return [open ? {} : {display: 'none'}, "
-        f"open ? 'true' : 'false', open, [open ? '▾ ' : '▸ ', {json.dumps(label)}]]; }}",
+        ClientsideFunction("vitscope", "disclose"),
         Output(f"{prefix}-body", "style"),
         Output(f"{prefix}-toggle", "aria-expanded"),
         Output(f"{prefix}-open", "data"),
         Output(f"{prefix}-toggle", "children"),
         Input(f"{prefix}-toggle", "n_clicks"),
+        State(f"{prefix}-label", "data"),
         prevent_initial_call=True,
     )
 
@@ -104,10 +105,11 @@ def error_list(errors: list[str]) -> html.Div | None:
 def register_image_export(app: Dash, prefix: str) -> None:
     """PNG / SVG export of every figure in ``<prefix>-panel``, done in the browser."""
     app.clientside_callback(
-        f"function(a, b) {{ return window.vitscope.exportImages('{prefix}-panel'); }}",
+        ClientsideFunction("vitscope", "exportImages"),
         Output(f"{prefix}-exp-done", "data"),
         Input(f"{prefix}-exp-png", "n_clicks"),
         Input(f"{prefix}-exp-svg", "n_clicks"),
+        State(f"{prefix}-panel", "id"),
         prevent_initial_call=True,
     )
 

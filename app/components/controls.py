@@ -10,12 +10,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from dash import Dash, Input, Output, State, dcc, html
+from dash import ALL, ClientsideFunction, Dash, Input, Output, State, dcc, html
 
 from app.api_client import ApiError
 from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE, aria
 from app.context import AppContext
 from app.metrics import read_shape
+from app.state import DEFAULT_OPACITY, clean_images, clean_models
 
 DEFAULT_LAYERS = 12
 
@@ -92,7 +93,7 @@ def layout() -> html.Div:
                         role="group",
                         **aria(labelledby="ctl-query-label"),
                     ),
-                    html.Div("or click a patch on a map", className="hint hint-small"),
+                    html.Div("or click a patch on a map", id="ctl-query-hint", className="hint hint-small"),
                 ],
                 className="ctl",
             ),
@@ -104,10 +105,10 @@ def layout() -> html.Div:
                         min=0,
                         max=1,
                         step=0.05,
-                        value=0.6,
+                        value=DEFAULT_OPACITY,
                         marks={0: "0", 0.5: "0.5", 1: "1"},
                         className="ctl-slider",
-                        updatemode="drag",
+                        updatemode="mouseup",  # the permalink; the maps follow drag_value live
                     ),
                 ],
                 className="ctl ctl-opacity",
@@ -139,10 +140,57 @@ def layout() -> html.Div:
     )
 
 
-def register(app: Dash, ctx_: AppContext) -> None:
+def model_shapes(
+    ctx_: AppContext, store: dict[str, Any] | None, models_raw: list[str] | None, catalog: list[dict] | None
+) -> Any:
+    """The shapes (depth, heads, grid, preprocessing) of the chosen models for the shown image."""
     client = ctx_.client
+    image = clean_images(store)["active"]
+    models = clean_models(models_raw)
+    families = {m["id"]: m.get("family", "other") for m in catalog or []}
+    patches = {m["id"]: m.get("patch_size") for m in catalog or []}
+    meta: dict[str, Any] = {"image": image, "for": models, "models": {}, "errors": {}}
+    if image and models:
+        ask = []
+        for m in models:
+            try:
+                refused = ctx_.refusal(image, m)
+            except ApiError as exc:
+                refused = exc.message
+            if refused:
+                meta["errors"][m] = refused
+            else:
+                ask.append(m)
+        results = client.parallel([partial(client.metrics, image, m) for m in ask])
+        for m, res in zip(ask, results, strict=True):
+            if isinstance(res, ApiError):
+                meta["errors"][m] = res.message
+                continue
+            shape = read_shape(res, patches.get(m))
+            meta["models"][m] = {
+                "layers": shape.layers,
+                "heads": shape.heads,
+                "grid": list(shape.grid),
+                "patch_size": shape.patch_size,
+                "input_size": list(shape.input_size),
+                "resize": shape.resize,
+                "crop_pct": shape.crop_pct,
+                "interpolation": shape.interpolation,
+                "family": families.get(m, res.get("family", "other")),
+            }
+    shapes = meta["models"].values()
+    layers = max((s["layers"] for s in shapes), default=DEFAULT_LAYERS)
+    heads = max((s["heads"] for s in shapes), default=0)
+    step = 1 if layers <= 16 else 2 if layers <= 32 else 4
+    marks = {i: str(i) for i in range(1, layers + 1) if i == 1 or i == layers or i % step == 0}
+    head_options = [{"label": "mean of heads", "value": "mean"}] + [
+        {"label": f"head {h}", "value": str(h)} for h in range(heads)
+    ]
+    return meta, layers, marks, head_options
 
-    @app.callback(
+
+def register(app: Dash, ctx_: AppContext) -> None:
+    app.callback(
         Output(META_STORE, "data"),
         Output("ctl-layer", "max"),
         Output("ctl-layer", "marks"),
@@ -150,55 +198,27 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input(IMG_STORE, "data"),
         Input(MDL_STORE, "data"),
         State(MDL_CATALOG, "data"),
-    )
-    def model_shapes(
-        store: dict[str, Any] | None, models: list[str] | None, catalog: list[dict] | None
-    ) -> Any:
-        image = (store or {}).get("active")
-        models = list(models or [])
-        families = {m["id"]: m.get("family", "other") for m in catalog or []}
-        patches = {m["id"]: m.get("patch_size") for m in catalog or []}
-        meta: dict[str, Any] = {"image": image, "models": {}, "errors": {}}
-        if image and models:
-            results = client.parallel([partial(client.metrics, image, m) for m in models])
-            for m, res in zip(models, results, strict=True):
-                if isinstance(res, ApiError):
-                    meta["errors"][m] = res.message
-                    continue
-                shape = read_shape(res, patches.get(m))
-                meta["models"][m] = {
-                    "layers": shape.layers,
-                    "heads": shape.heads,
-                    "grid": list(shape.grid),
-                    "patch_size": shape.patch_size,
-                    "input_size": list(shape.input_size),
-                    "resize": shape.resize,
-                    "crop_pct": shape.crop_pct,
-                    "interpolation": shape.interpolation,
-                    "family": families.get(m, res.get("family", "other")),
-                }
-        shapes = meta["models"].values()
-        layers = max((s["layers"] for s in shapes), default=DEFAULT_LAYERS)
-        heads = max((s["heads"] for s in shapes), default=0)
-        step = 1 if layers <= 16 else 2 if layers <= 32 else 4
-        marks = {i: str(i) for i in range(1, layers + 1) if i == 1 or i == layers or i % step == 0}
-        head_options = [{"label": "mean of heads", "value": "mean"}] + [
-            {"label": f"head {h}", "value": str(h)} for h in range(heads)
-        ]
-        return meta, layers, marks, head_options
-
-    # Query: a click on any map, the row/col inputs or the CLS button (in the browser, no round trip).
+    )(lambda store, models, catalog: model_shapes(ctx_, store, models, catalog))
+    # Query: a click on any map, the row/col boxes or the CLS button (in the browser, no round trip). The
+    # boxes name a patch of the first column's grid; they follow each redraw of the maps (syncBoxes).
     app.clientside_callback(
-        "function() { return window.vitscope.queryControl.apply(null, arguments); }",
+        ClientsideFunction("vitscope", "queryControl"),
         Output(QUERY_STORE, "data"),
         Output("ctl-row", "value"),
         Output("ctl-col", "value"),
-        *[Input(f"att-graph-{i}", "clickData") for i in range(4)],
+        Input({"type": "att-graph", "index": ALL}, "clickData"),
         Input("ctl-cls", "n_clicks"),
         Input("ctl-row", "value"),
         Input("ctl-col", "value"),
         Input(QUERY_STORE, "data"),
-        State(META_STORE, "data"),
-        State(MDL_STORE, "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        ClientsideFunction("vitscope", "syncBoxes"),
+        Output("ctl-row", "value", allow_duplicate=True),
+        Output("ctl-col", "value", allow_duplicate=True),
+        Output("ctl-query-hint", "children"),
+        Input({"type": "att-graph", "index": ALL}, "figure"),
+        State(QUERY_STORE, "data"),
         prevent_initial_call=True,
     )

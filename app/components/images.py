@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import flask
 from dash import ALL, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
@@ -19,14 +18,7 @@ from app.auth import client_address
 from app.components.common import IMG_STORE, aria, learn
 from app.context import AppContext
 from app.images import decode, thumbnail, to_data_uri
-
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024
-
-
-def _json_error(status: int, code: str, message: str) -> Any:
-    response = flask.jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
+from app.state import clean_images, image_id
 
 
 def empty_images() -> dict[str, Any]:
@@ -69,10 +61,21 @@ def layout(ctx_: AppContext) -> html.Section:
             dcc.Store(id="img-uploaded"),
         ]
     )
-    pick = "Add an example photograph:" if ctx_.class_mode else "Or add an example photograph:"
+    pick = "Add an example image:" if ctx_.class_mode else "Or add an example image:"
+    demo = html.Div(
+        [
+            html.Button("Try the demo", id="img-demo", className="btn btn-primary", n_clicks=0),
+            html.Span(
+                "a few shape/texture cue-conflict images and the three small demo models (CL, MIM, hybrid)",
+                className="hint",
+            ),
+        ],
+        className="demo-row",
+    )
     return html.Section(
         [
             html.H2("1 · Images", id="img-heading"),
+            demo,
             html.Div(
                 [
                     *upload,
@@ -110,8 +113,25 @@ def _gallery_thumb(ctx_: AppContext, key: str) -> str:
         return ""
 
 
+def demo_images(ctx_: AppContext) -> tuple[dict[str, Any], list[str]]:
+    """The images of the "Try the demo" preset, uploaded through the API: the store, and what failed."""
+    store = empty_images()
+    errors = []
+    for example in gallery.demo_images():
+        try:
+            data, filename = gallery.read(example.key)
+            store = _add(
+                store, ctx_.client.upload_image(data, filename, client=client_address()), example.title
+            )
+        except (ApiError, OSError) as exc:
+            errors.append(f"{example.title}: {exc}")
+    if store["ids"]:
+        store["active"] = store["ids"][0]
+    return store, errors
+
+
 def _add(store: dict[str, Any] | None, body: dict[str, Any], name: str) -> dict[str, Any]:
-    store = dict(store or empty_images())
+    store = clean_images(store)
     ids = list(store.get("ids", []))
     names = dict(store.get("names", {}))
     image_id = str(body["id"])
@@ -124,40 +144,6 @@ def _add(store: dict[str, Any] | None, body: dict[str, Any], name: str) -> dict[
 
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
-
-    @app.server.route("/_vitscope/upload", methods=["POST"])
-    def upload_proxy() -> Any:
-        """One image file from the page's drop zone (multipart ``file``), passed on to ``POST /images``.
-
-        The page tries ``/api/v1/images`` on its own origin first (the API's own upload limit applies there)
-        and comes here when that is not the API (the UI on its own, behind a proxy, or with a token). The
-        browser's address goes along in ``X-Forwarded-For`` for the API's per-client caps. Class mode: 403.
-        """
-        if ctx_.class_mode:
-            return _json_error(
-                403,
-                "class_mode",
-                "this UI runs in class mode, which allows only the images of the example gallery; "
-                "uploads of your own images are off",
-            )
-        sent = flask.request.files.get("file")
-        if sent is None:
-            return _json_error(400, "bad_request", "send the image as the multipart field 'file'")
-        data = sent.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            return _json_error(413, "too_large", f"the file is over {MAX_UPLOAD_BYTES:,} bytes")
-        try:
-            body = client.upload_image(
-                data, sent.filename or "upload", sent.mimetype, client=client_address()
-            )
-        except ApiError as exc:
-            response = _json_error(exc.status or 502, exc.code, exc.message)
-            if exc.retry_after:
-                response.headers["Retry-After"] = exc.retry_after
-            return response
-        response = flask.jsonify(body)
-        response.status_code = 201
-        return response
 
     if not ctx_.class_mode:
         _register_uploaded(app)
@@ -176,9 +162,12 @@ def register(app: Dash, ctx_: AppContext) -> None:
         key = str(trig.get("key"))
         try:
             data, filename = gallery.read(key)
-            body = client.upload_image(data, filename, client=client_address())
         except KeyError:
             raise PreventUpdate from None
+        except OSError as exc:
+            return no_update, html.Div(f"{key}: {exc}", className="error-text")
+        try:
+            body = client.upload_image(data, filename, client=client_address())
         except (ApiError, OSError) as exc:
             return no_update, html.Div(f"{key}: {exc}", className="error-text")
         return _add(store, body, gallery.BY_KEY[key].title), None
@@ -198,21 +187,22 @@ def register(app: Dash, ctx_: AppContext) -> None:
             raise PreventUpdate
         if not (ctx.triggered and ctx.triggered[0].get("value")):
             raise PreventUpdate  # a button was (re)drawn, not clicked
-        image_id = str(trig.get("id"))
-        store = dict(store)
-        ids = list(store.get("ids", []))
+        chosen = image_id(trig.get("id"))
+        store = clean_images(store)
+        ids = list(store["ids"])
+        if chosen is None or chosen not in ids:
+            raise PreventUpdate
         if trig.get("type") == "img-pick":
-            if image_id not in ids or store.get("active") == image_id:
+            if store["active"] == chosen:
                 raise PreventUpdate
-            store["active"] = image_id
+            store["active"] = chosen
             return store
-        if image_id in ids:
-            pos = ids.index(image_id)
-            ids.remove(image_id)
-            store["ids"] = ids
-            store["names"] = {k: v for k, v in store.get("names", {}).items() if k in ids}
-            if store.get("active") == image_id:
-                store["active"] = ids[min(pos, len(ids) - 1)] if ids else None
+        pos = ids.index(chosen)
+        ids.remove(chosen)
+        store["ids"] = ids
+        store["names"] = {k: v for k, v in store["names"].items() if k in ids}
+        if store["active"] == chosen:
+            store["active"] = ids[min(pos, len(ids) - 1)] if ids else None
         return store
 
     @app.callback(
@@ -222,26 +212,26 @@ def register(app: Dash, ctx_: AppContext) -> None:
         prevent_initial_call="initial_duplicate",
     )
     def strip(store: dict[str, Any] | None) -> Any:
-        store = store or empty_images()
-        ids: list[str] = store.get("ids", [])
+        store = clean_images(store)
+        ids: list[str] = store["ids"]
         if not ids:
             hint = "pick an example." if ctx_.class_mode else "drop one above or pick an example."
             return html.Div(f"No images yet: {hint}", className="hint"), no_update
         names = store.get("names", {})
 
-        def thumb_uri(image_id: str) -> str:
-            return to_data_uri(thumbnail(decode(client.image_bytes(image_id)[0])))
+        def thumb_uri(iid: str) -> str:
+            return to_data_uri(thumbnail(decode(client.image_bytes(iid)[0])))
 
         items = []
         missing = []
-        for image_id in ids:
-            name = names.get(image_id) or f"image {image_id[:8]}"
+        for iid in ids:
+            name = names.get(iid) or f"image {iid[:8]}"
             try:
-                src = ctx_.uris.get(("thumb", image_id), partial(thumb_uri, image_id))
+                src = ctx_.uris.get(("thumb", iid), partial(thumb_uri, iid))
             except (ApiError, OSError, ValueError) as exc:
                 src = ""
                 missing.append(f"{name}: {exc}")
-            active = image_id == store.get("active")
+            active = iid == store.get("active")
             items.append(
                 html.Div(
                     [
@@ -250,7 +240,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
                                 html.Img(src=src, alt="", className="thumb"),
                                 html.Span(name, className="strip-name"),
                             ],
-                            id={"type": "img-pick", "id": image_id},
+                            id={"type": "img-pick", "id": iid},
                             className="strip-pick" + (" strip-active" if active else ""),
                             title=f"Show {name} in the attention and spectrum views",
                             n_clicks=0,
@@ -258,7 +248,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
                         ),
                         html.Button(
                             "×",
-                            id={"type": "img-remove", "id": image_id},
+                            id={"type": "img-remove", "id": iid},
                             className="strip-remove",
                             title=f"Remove {name}",
                             n_clicks=0,

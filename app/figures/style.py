@@ -75,9 +75,12 @@ def base_layout(**overrides: Any) -> dict[str, Any]:
 
 
 def graph_config(filename: str) -> Any:
-    """Plotly config of every graph: the camera saves PNG at 2x (SVG via the panel's export buttons)."""
+    """Plotly config of every graph: the camera saves PNG at 2x (SVG via the panel's export buttons); nothing
+    that sends a figure off the server (no cloud or Chart Studio buttons: student uploads stay here)."""
     return {
         "displaylogo": False,
+        "showSendToCloud": False,
+        "showEditInChartStudio": False,
         "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2},
-        "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+        "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "sendDataToCloud"],
     }

@@ -15,7 +15,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 T = TypeVar("T")
 
 FIGURE_JS = """
-const gd = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd.data || !gd.layout) return null;
 return JSON.stringify({data: gd.data.map(t => ({type: t.type, z: t.z || null, x: t.x || null, y: t.y || null,
                                                 opacity: t.opacity})),
@@ -39,8 +39,18 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0, ev
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"[:2000])
 
 
+def att_col(index: int) -> str:
+    """The CSS selector of attention column ``index`` (its graph: ``{"type": "att-graph", "index": i}``)."""
+    return f".att-grid > .att-col:nth-of-type({index + 1})"
+
+
+def _css(graph: str) -> str:
+    """A graph given by its id (``crv-graph``) or a CSS selector (``att_col(0)``)."""
+    return graph if graph.startswith((".", "#", "[")) else "#" + graph
+
+
 def figure(driver: WebDriver, graph_id: str) -> dict[str, Any] | None:
-    raw = driver.execute_script(FIGURE_JS, graph_id)
+    raw = driver.execute_script(FIGURE_JS, _css(graph_id))
     return json.loads(raw) if raw else None
 
 
@@ -69,7 +79,7 @@ def tick_model(driver: WebDriver, model_id: str) -> None:
 
 def click_patch(driver: WebDriver, graph_id: str, row: int, col: int) -> None:
     """Click the centre of patch (row, col) of an attention map, like a user with a mouse."""
-    gd = driver.find_element(By.CSS_SELECTOR, f"#{graph_id} .js-plotly-plot")
+    gd = driver.find_element(By.CSS_SELECTOR, f"{_css(graph_id)} .js-plotly-plot")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", gd)
     time.sleep(0.2)
     x, y, cx, cy = driver.execute_script(

@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import heatmap, screenshot, tick_model, wait_for
+from tests.browser.helpers import att_col, heatmap, screenshot, tick_model, wait_for
 from tests.browser.serverproc import BASELINE_MODEL, TEST_MODEL, Server, running_server
 
 pytestmark = pytest.mark.browser
@@ -73,7 +73,7 @@ def test_class_mode_behind_the_class_password(class_server: Server, browser: Bro
     for m in (BASELINE_MODEL, TEST_MODEL):
         tick_model(d, m)
     drawn = wait_for(
-        lambda: all(heatmap(d, g) for g in ("att-graph-0", "att-graph-1")), "both attention maps", timeout=180
+        lambda: all(heatmap(d, g) for g in (att_col(0), att_col(1))), "both attention maps", timeout=180
     )
     assert drawn
     screenshot(d, SCREENSHOTS, "10-class-mode")

@@ -17,13 +17,22 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from app.state import ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import click_patch, figure, heatmap, screenshot, tick_model, upload, wait_for
+from tests.browser.helpers import (
+    att_col,
+    click_patch,
+    figure,
+    heatmap,
+    screenshot,
+    tick_model,
+    upload,
+    wait_for,
+)
 from tests.browser.serverproc import BASELINE_MODEL, TEST_MODEL, Server
 
 pytestmark = pytest.mark.browser
 
 MODELS = (BASELINE_MODEL, TEST_MODEL)
-GRAPHS = ("att-graph-0", "att-graph-1")
+GRAPHS = (att_col(0), att_col(1))
 
 
 def maps(driver: WebDriver) -> list[dict[str, Any]] | None:
@@ -53,7 +62,7 @@ def curve_marker(driver: WebDriver) -> float | None:
 def compare(server: Server, browser: Browser, cue_image: Path) -> dict[str, Any]:
     """The page with one real image uploaded and the two offline models ticked, both maps drawn."""
     d = browser.driver
-    d.get(server.url + "/")
+    d.get(server.url + "/?head=mean")  # a link, not the bare address: no demo preset
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload-input"), "the upload field")
     upload(d, cue_image)
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".strip-pick.strip-active"), "the uploaded image")

@@ -184,10 +184,59 @@ def test_api_client_follows_a_job() -> None:
             return httpx.Response(200, json={"id": "j", "status": status, "result": None})
         if state["polls"] > 1:
             return httpx.Response(200, json=metrics_object())
-        return httpx.Response(202, json={"job": {"id": "j" * 32, "status": "queued"}})
+        return httpx.Response(202, json={"job": {"id": "e" * 32, "status": "queued"}})
 
     client = ApiClient("http://api", transport=httpx.MockTransport(handler))
-    body = client.set_metrics("s" * 16, "m")
+    body = client.set_metrics("c" * 64, "m")
     assert body["layers"] == 3 and state["polls"] == 2
     json.dumps(body)
     client.close()
+
+
+def test_api_client_refuses_forged_ids_and_encodes_paths() -> None:
+    """A forged store value (``img-store.active = "../jobs?"``) never reaches another API route."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={"map": [[1.0]]})
+
+    client = ApiClient("http://api", transport=httpx.MockTransport(handler))
+    for forged in ("../jobs?", "a" * 63, "A" * 64, "a" * 64 + "/../../jobs", "%2e%2e", ""):
+        with pytest.raises(ApiError, match="malformed") as err:
+            client.attention(forged, "m", 1, "mean", "cls")
+        assert err.value.status == 400
+        with pytest.raises(ApiError, match="malformed"):
+            client.metrics(forged, "m")
+        with pytest.raises(ApiError, match="malformed"):
+            client.create_set([SHA, forged])
+    with pytest.raises(ApiError, match="malformed"):
+        client.job("../models/x/pull")
+    assert seen == [], "no request left for a malformed id"
+    client.attention(SHA, "m", 1, "mean", "cls")
+    assert seen == [f"/api/v1/images/{SHA}/attention?model=m&layer=1&head=mean&query=cls"]
+    client.close()
+
+
+def test_store_values_are_cleaned() -> None:
+    from app.state import clean_images, clean_models
+
+    forged = {"ids": ["../jobs?", SHA, SHA, 5], "names": {SHA: "cat\n.png", "x": "y"}, "active": "../jobs?"}
+    assert clean_images(forged) == {"ids": [SHA], "names": {SHA: "cat.png"}, "active": SHA}
+    assert clean_images("junk") == {"ids": [], "names": {}, "active": None}
+    assert clean_models(["a", "a", "../x", "b c", "ok", "d", "e", "f"]) == ["a", "ok", "d", "e"]
+    assert clean_models(["a", "b"], allowed={"b"}) == ["b"]
+
+
+def test_view_state_keeps_names_opacity_and_panels() -> None:
+    state = ViewState(
+        images=[SHA, SHA2], names=["cat, 1.png", ""], active=1, models=["a", "b"], opacity=0.35,
+        spectrum="attn", projection="tsne", panels=["heads", "tokens"], query=Query.at_patch(3, 3, (8, 8)),
+    )  # fmt: skip
+    search = state.to_search()
+    back = ViewState.from_search(search)
+    assert back == state, search
+    assert back.query.patch((8, 8)) == (3, 3) and back.query.patch((14, 14)) == (6, 6)
+    odd = ViewState.from_search("?images=" + SHA + "&name=a%00b&opacity=7&spectrum=zz&projection=umap&open=x")
+    assert odd.names == ["ab"] and odd.opacity == 0.6 and odd.spectrum == "out" and odd.projection == "pca"
+    assert odd.panels == []

@@ -147,10 +147,39 @@ def test_a_forged_cookie_is_refused(password_ui: Any) -> None:
     assert client.get("/_dash-layout").status_code == 401
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example", "x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example/",
+        "https://evil.example/",
+        "/\\evil.example",
+        "x",
+        "/\t/evil.example/phish",  # a browser drops the tab: //evil.example/phish
+        "/\n/evil.example",
+        "/\r\n/evil.example",
+        "/%09/evil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "/\x00/evil.example",
+        "\x7f//evil.example",
+        "/ /evil.example",
+    ],
+)
 def test_login_never_redirects_to_another_site(password_ui: Any, target: str) -> None:
-    r = login(password_ui.test_client(), next_=target)
-    assert r.status_code == 303 and r.headers["Location"] == "/"
+    client = password_ui.test_client()
+    page = client.get("/_vitscope/login", query_string={"next": target})
+    assert page.status_code == 200, "never a 5xx"
+    r = login(client, next_=target)
+    assert r.status_code == 303
+    where = r.headers["Location"]
+    assert not any(ch in where for ch in "\t\r\n\\"), where
+    assert urlsplit(where).netloc == "" and not where.startswith("//"), where
+
+
+def test_login_keeps_a_path_of_this_app(password_ui: Any) -> None:
+    r = login(password_ui.test_client(), next_="/?images=ab&name=my%20cat.png&query=0.25,0.75")
+    assert r.status_code == 303
+    assert r.headers["Location"] == "/?images=ab&name=my%20cat.png&query=0.25,0.75"
 
 
 def test_too_many_wrong_passwords_are_slowed_down(password_ui: Any) -> None:
@@ -223,6 +252,98 @@ def test_class_mode_upload_route_refuses() -> None:
     assert err["code"] == "class_mode" and "example gallery" in err["message"]
 
 
+@pytest.fixture
+def class_api(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
+    """The API as the UI sees it in class mode: one preloaded (default) model, others buildable on demand."""
+    seen: list[httpx.Request] = []
+    models = [
+        {"id": "preloaded", "family": "cl", "arch": "vit_tiny_patch16", "available": True, "default": True},
+        {"id": "vit_giant_patch14_224", "family": "other", "arch": "vit_giant_patch14_224", "available": True,
+         "default": False},
+    ]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path == "/api/v1/models":
+            return httpx.Response(200, json={"models": models})
+        if path.endswith("/attention"):
+            return httpx.Response(200, json={"grid": [1, 1], "patch_size": 16, "map": [[1.0]]})
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": f"no route {path}"}})
+
+    def client(url: str, *, token: str | None = None) -> ApiClient:
+        return ApiClient(url, token=token, transport=httpx.MockTransport(handler))
+
+    monkeypatch.setattr(ui_main, "ApiClient", client)
+    return seen
+
+
+def test_class_mode_proxy_allows_only_gallery_images_and_default_models(
+    class_api: list[httpx.Request],
+) -> None:
+    from app import gallery
+
+    example = sorted(gallery.digests())[0]
+    client = dash_server(class_mode=True).test_client()
+    r = client.get(f"/_vitscope/attention?image={example}&model=vit_giant_patch14_224&layer=1")
+    assert r.status_code == 403 and r.get_json()["error"]["code"] == "class_mode"
+    assert "preloaded" in r.get_json()["error"]["message"]
+    r = client.get(f"/_vitscope/attention?image={'cd' * 32}&model=preloaded&layer=1")
+    assert r.status_code == 403 and "example gallery" in r.get_json()["error"]["message"]
+    assert not [q for q in class_api if q.url.path.endswith("/attention")], "nothing refused reached the API"
+    r = client.get(f"/_vitscope/attention?image={example}&model=preloaded&layer=1")
+    assert r.status_code == 200 and r.get_json()["map"] == [[1.0]]
+    # Outside class mode the same server passes any model on (the API's own rules apply there).
+    r = (
+        dash_server()
+        .test_client()
+        .get(f"/_vitscope/attention?image={'cd' * 32}&model=vit_giant_patch14_224&layer=1")
+    )
+    assert r.status_code == 200
+
+
+def _model_shapes(client: Any, store: Any, models: Any) -> Any:
+    """Call the shapes callback (image store + models -> an-meta) as the page would, with any store value."""
+    outputs = [("an-meta", "data"), ("ctl-layer", "max"), ("ctl-layer", "marks"), ("ctl-head", "options")]
+    payload = {
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
+        "outputs": [{"id": i, "property": p} for i, p in outputs],
+        "inputs": [
+            {"id": "img-store", "property": "data", "value": store},
+            {"id": "mdl-store", "property": "data", "value": models},
+        ],
+        "changedPropIds": ["img-store.data"],
+        "state": [{"id": "mdl-catalog", "property": "data", "value": None}],
+    }
+    r = client.post("/_dash-update-component", json=payload)
+    assert r.status_code in (200, 204), r.data[:500]
+    return r.get_json()["response"]["an-meta"]["data"] if r.status_code == 200 else None
+
+
+def test_forged_store_values_never_reach_other_api_routes(class_api: list[httpx.Request]) -> None:
+    """img-store.active = "../jobs?" once made the UI call GET /jobs with its token."""
+    client = dash_server().test_client()
+    for forged in ("../jobs?", "../../models/x/pull#", "a" * 64 + "/../../jobs", "%2e%2e%2fjobs"):
+        meta = _model_shapes(client, {"ids": [forged], "names": {}, "active": forged}, ["preloaded", "other"])
+        assert meta is None or meta["image"] is None
+    meta = _model_shapes(client, {"ids": ["ab" * 32], "active": "ab" * 32}, ["../../jobs", "preloaded"])
+    assert meta["for"] == ["preloaded"]
+    paths = [q.url.path for q in class_api]
+    assert paths and all(p.startswith("/api/v1/images/" + "ab" * 32 + "/") for p in paths), paths
+
+
+def test_class_mode_shapes_only_for_default_models(class_api: list[httpx.Request]) -> None:
+    from app import gallery
+
+    example = sorted(gallery.digests())[0]
+    client = dash_server(class_mode=True).test_client()
+    meta = _model_shapes(
+        client, {"ids": [example], "active": example}, ["preloaded", "vit_giant_patch14_224"]
+    )
+    assert "class mode" in meta["errors"]["vit_giant_patch14_224"]
+    assert not [q for q in class_api if "vit_giant" in str(q.url)], "the giant model was never asked for"
+
+
 def test_class_mode_offers_only_the_default_models() -> None:
     from app.components.models import class_models
 
@@ -232,8 +353,6 @@ def test_class_mode_offers_only_the_default_models() -> None:
         {"id": "c", "available": False, "default": False},
     ]
     assert [m["id"] for m in class_models(models)] == ["a"]
-    old_api = [{"id": "a", "available": True}, {"id": "c", "available": False}]
-    assert [m["id"] for m in class_models(old_api)] == ["a"]
 
 
 # ---------------------------------------------------------------------------------------------- addresses
