@@ -15,6 +15,7 @@ from torch import Tensor
 
 from backend.analysis._common import AnalysisArgumentError, check_tokens
 from backend.analysis.attention import layers_attention_metrics, uniform_attention_distance
+from backend.analysis.modern import modern_values, summarize_modern
 from backend.analysis.spectrum import delta_bin, high_frequency_deltas
 from backend.analysis.tokens import layers_movement_coherence
 
@@ -182,9 +183,10 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
     only then averaged. Depth axes: ``delta_log_amplitude`` on ``x_out[0..L]`` (depth 0 = the embedding),
     ``delta_log_amplitude_attn`` on the post-attention states of blocks ``1..L``, ``movement_coherence`` of
     block ``k`` from ``x_out[k-1]`` to ``x_attn[k]``. For a set larger than one batch, concatenate the
-    ``per_image_values`` of each batch and ``summarize`` once.
+    ``per_image_values`` of each batch and ``summarize`` once. The analyses beyond the paper (token norms,
+    effective rank, head diversity, CLS metrics, positional share) come from ``modern`` (docs/MODERN.md).
     """
-    return summarize(
+    out = summarize(
         per_image_values(trace),
         model=trace.model_id,
         family=family,
@@ -192,3 +194,5 @@ def compute_metrics(trace: Trace, family: str) -> dict[str, Any]:
         grid=trace.grid,
         patch_size=trace.patch_size,
     )
+    out.update(summarize_modern(modern_values(trace)))
+    return out
