@@ -107,7 +107,7 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # _install_docs: Swagger UI from local files
         redoc_url=None,
     )
     app.state.settings = settings
@@ -128,6 +128,7 @@ def create_app(
         raise NotFound(f"no route /api/v1/{path}; see /docs for the routes under /api/v1")
 
     _install_openapi(app)
+    _install_docs(app)
     # Middleware, the last added runs first:
     # Observe -> CORS -> auth -> upload caps -> fast lane -> body limit -> app.
     limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
@@ -156,6 +157,29 @@ def create_app(
     if mount_ui:
         _mount_ui(app, api_url or f"http://127.0.0.1:{settings.port}", settings)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the files the ``swagger-ui-bundle`` package ships (no CDN: works offline).
+
+    Its URLs are relative to ``/docs``: the page also works behind a proxy that serves the API on a sub-path.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped,unused-ignore]
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="openapi.json",
+            title="vitscope API",
+            swagger_js_url="docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="docs/assets/swagger-ui.css",
+            swagger_favicon_url="docs/assets/favicon-32x32.png",
+        )
 
 
 def _install_openapi(app: FastAPI) -> None:
