@@ -33,13 +33,13 @@ if TYPE_CHECKING:
 @dataclass
 class ModernValues:
     """Per-image values, the image axis second as in ``summary.PerImage``: ``token_norm`` ``(L + 1, B, 4)``
-    (last axis: TOKEN_NORM_STATS), ``effective_rank`` ``(L + 1, B)``, ``head_diversity`` ``(L, B)``,
-    ``cls_selectivity`` / ``cls_self`` ``(L, B, heads)`` or None without a CLS token. ``positions``: the set
-    sums of the positional share (None for a slice of one image, whose share is undefined)."""
+    (last axis: TOKEN_NORM_STATS), ``effective_rank`` ``(L + 1, B)``, ``head_diversity`` ``(L, B)`` (None
+    with one head), ``cls_selectivity`` / ``cls_self`` ``(L, B, heads)`` or None without a CLS token.
+    ``positions``: the set sums of the positional share (None for a slice of one image)."""
 
     token_norm: Tensor
     effective_rank: Tensor
-    head_diversity: Tensor
+    head_diversity: Tensor | None
     cls_selectivity: Tensor | None
     cls_self: Tensor | None
     positions: PositionSums | None
@@ -55,7 +55,7 @@ class ModernValues:
         return ModernValues(
             token_norm=self.token_norm[:, one],
             effective_rank=self.effective_rank[:, one],
-            head_diversity=self.head_diversity[:, one],
+            head_diversity=None if self.head_diversity is None else self.head_diversity[:, one],
             cls_selectivity=None if self.cls_selectivity is None else self.cls_selectivity[:, one],
             cls_self=None if self.cls_self is None else self.cls_self[:, one],
             positions=None,
@@ -79,7 +79,7 @@ class ModernValues:
             return torch.cat(values, dim=dim)
 
         token_norm, rank, diversity = cat("token_norm", 1), cat("effective_rank", 1), cat("head_diversity", 1)
-        assert token_norm is not None and rank is not None and diversity is not None
+        assert token_norm is not None and rank is not None
         sums = [p.positions for p in parts if p.positions is not None]
         return ModernValues(
             token_norm=token_norm,
@@ -97,7 +97,9 @@ def modern_values(trace: Trace, outlier_factor: float = OUTLIER_FACTOR) -> Moder
     """Every analysis of this module per image (and head), on the trace's device; one loop over layers."""
     prefix = trace.num_prefix_tokens
     states = trace.x_out  # depths 0..L
-    diversity = torch.stack([head_diversity(a, prefix) for a in trace.attentions])
+    diversity = None
+    if trace.num_heads > 1:
+        diversity = torch.stack([head_diversity(a, prefix) for a in trace.attentions])
     selectivity = self_attn = None
     if trace.has_cls:
         selectivity = torch.stack([cls_selectivity(a, prefix) for a in trace.attentions])
@@ -125,15 +127,14 @@ def _curve(depth: list[int], mean: Tensor, std: Tensor) -> dict[str, Any]:
 
 def summarize_modern(values: ModernValues) -> dict[str, Any]:
     """The ``metrics.json`` entries of these analyses: means over images (then heads), population std over
-    images. ``cls_selectivity`` / ``cls_self`` are None without a CLS token, ``positional_share`` for fewer
-    than 2 images."""
+    images. ``cls_selectivity`` / ``cls_self`` are None without a CLS token, ``head_diversity`` with one head,
+    ``positional_share`` for fewer than 2 images."""
     from backend.analysis.summary import layer_summary  # summary imports this module
 
-    n_layers = int(values.head_diversity.shape[0])
+    n_layers = int(values.token_norm.shape[0]) - 1
     depths, blocks = list(range(n_layers + 1)), list(range(1, n_layers + 1))
     norm_mean, norm_std = _over_images(values.token_norm)
     rank_mean, rank_std = _over_images(values.effective_rank)
-    div_mean, div_std = _over_images(values.head_diversity)
     share = None if values.positions is None else positional_share(values.positions)
     token_norm: dict[str, Any] = {"depth": depths, "outlier_factor": values.outlier_factor}
     for k, name in enumerate(TOKEN_NORM_STATS):
@@ -141,7 +142,9 @@ def summarize_modern(values: ModernValues) -> dict[str, Any]:
     return {
         "token_norm": token_norm,
         "effective_rank": _curve(depths, rank_mean, rank_std),
-        "head_diversity": _curve(blocks, div_mean, div_std),
+        "head_diversity": None
+        if values.head_diversity is None
+        else _curve(blocks, *_over_images(values.head_diversity)),
         "cls_selectivity": None
         if values.cls_selectivity is None
         else layer_summary(list(values.cls_selectivity)),

@@ -101,6 +101,13 @@ def test_compute_metrics_schema_non_square_registers() -> None:
         "delta_log_amplitude_bin",
         "delta_log_amplitude_attn",
         "movement_coherence",
+        # beyond the paper (backend/analysis/modern.py; checked in test_analysis_modern.py)
+        "token_norm",
+        "effective_rank",
+        "head_diversity",
+        "cls_selectivity",
+        "cls_self",
+        "positional_share",
     }
     assert (m["model"], m["family"], m["preprocessing"]) == ("tiny/test", "MIM", {"crop": 32})
     assert (m["grid"], m["patch_size"], m["layers"], m["heads"], m["num_images"]) == ([3, 4], 16, 3, 2, 2)
