@@ -1,35 +1,52 @@
-"""`vitscope analyze IMAGES... --models ID[,ID...] --out DIR`: metrics.json and figures."""
+"""`vitscope analyze DATASET... --models ID[,ID...] --out DIR [--engine local|ray]`: per-image Parquet,
+metrics.json and figures, for a few images or a whole dataset (backend/engine)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from backend.analysis import head_mean, log_amplitude_spectrum, query_map
-from backend.analysis.summary import PerImage, per_image_values, summarize
-from backend.capture import capture
-from backend.errors import BadRequest
-from backend.figures import AttentionPanel, plot_attention, plot_curves, plot_spectra
-from backend.imaging import PREPROCESSING_MODES, model_preprocessing, model_view, preprocess
-from backend.models import load_model
-from backend.uploads import DecodedImage, decode_image
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+PREPROCESSING_MODES = ("auto", "paper", "model")  # backend.imaging.PREPROCESSING_MODES, checked by a test
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="run the paper's analyses on images with one or more models")
-    p.add_argument("images", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    p = sub.add_parser(
+        "analyze",
+        description="Run the paper's analyses on images with one or more models. Per-image values go "
+        "to OUT/per_image.parquet, the mean and std over images to OUT/metrics.json, figures beside them. "
+        "A rerun with the same OUT skips the images already there. An unreadable image is skipped with a "
+        "warning (and listed in metrics.json); the exit status is 1 only when nothing could be analysed.",
+    )
+    p.add_argument(
+        "datasets",
+        nargs="+",
+        metavar="DATASET",
+        help="image files, folders (searched recursively), globs ('data/**/*.jpg') or WebDataset .tar shards",
+    )
     p.add_argument("--models", required=True, help="comma-separated model ids (see `vitscope models list`)")
-    p.add_argument("--out", required=True, type=Path, help="output folder for metrics.json and figures")
+    p.add_argument("--out", required=True, type=Path, help="output folder (reused to resume)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="local: this process; ray: decode in Ray CPU tasks, models in an actor pool "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="a running Ray cluster (e.g. ray://head:10001 or auto); without it Ray starts on this machine",
+    )
+    p.add_argument("--ray-num-cpus", type=int, help="CPUs of the Ray instance started here (default: all)")
+    p.add_argument("--actors", type=int, help="model actors (default: one per GPU of the cluster, else 1)")
+    p.add_argument(
+        "--actor-cpus",
+        type=float,
+        default=1.0,
+        help="CPUs (torch threads) per CPU actor (default: %(default)s)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default: %(default)s)")
     p.add_argument(
         "--preprocessing",
         default="auto",
@@ -39,121 +56,55 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(scaled to the model's input); model: the model's card / timm data config (default: %(default)s)",
     )
     p.add_argument("--download", action="store_true", help="download missing weights")
+    p.add_argument(
+        "--strict", action="store_true", help="stop (exit 2) at the first image that cannot be read"
+    )
+    p.add_argument("--no-figures", action="store_true", help="write the numbers only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadRequest(
-            "--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto"
-        )
-    return torch.device(name)
-
-
-def collect_images(paths: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise BadRequest(f"{path} is neither an image file nor a folder")
-    if not found:
-        raise BadRequest(
-            f"no images found in {', '.join(map(str, paths))} (looked for {sorted(IMAGE_SUFFIXES)})"
-        )
-    return found
-
-
-def analyze_model(
-    model_id: str,
-    images: list[DecodedImage],
-    device: torch.device,
-    batch_size: int,
-    mode: str,
-    download: bool,
-) -> tuple[dict[str, Any], AttentionPanel, np.ndarray]:
-    """One model over all images: the metrics object, the first image's attention panel, the mean spectra."""
-    loaded = load_model(model_id, device, download=download)
-    prep = model_preprocessing(loaded, mode)
-    parts: list[PerImage] = []
-    spectra_sum: torch.Tensor | None = None
-    panel: AttentionPanel | None = None
-    grid, patch = (0, 0), 0
-    for start in tqdm(range(0, len(images), batch_size), desc=model_id, unit="batch", leave=False):
-        batch = [im.image for im in images[start : start + batch_size]]
-        trace = capture(
-            loaded.model, preprocess(batch, prep).to(device), model_id=model_id, preprocessing=prep.as_dict()
-        )
-        grid, patch = trace.grid, trace.patch_size
-        parts.append(per_image_values(trace))
-        spec = torch.stack(
-            [log_amplitude_spectrum(z, grid, trace.num_prefix_tokens).sum(0) for z in trace.x_out]
-        )
-        spectra_sum = spec if spectra_sum is None else spectra_sum + spec
-        if panel is None:
-            panel = attention_panel(trace, model_id, model_view(batch[0], prep))
-    assert spectra_sum is not None and panel is not None
-    metrics = summarize(
-        PerImage.concat(parts),
-        model=model_id,
-        family=loaded.spec.family,
-        preprocessing=prep.as_dict(),
-        grid=grid,
-        patch_size=patch,
-    )
-    metrics["untrained"] = loaded.spec.untrained
-    metrics["weights_digest"] = loaded.weights_digest
-    return metrics, panel, (spectra_sum / len(images)).cpu().numpy()
-
-
-def attention_panel(trace: Any, model_id: str, image: Any) -> AttentionPanel:
-    """Head-mean maps of the first image for the centre patch, an off-centre patch and CLS, at every layer."""
-    h, w = trace.grid
-    queries: dict[str, tuple[int, int] | None] = {"centre": (h // 2, w // 2), "corner": (h // 4, w // 4)}
-    if trace.num_prefix_tokens:
-        queries["CLS"] = None
-    maps = {}
-    for label, cell in queries.items():
-        q = None if cell is None else cell[0] * w + cell[1]
-        stack = torch.stack(
-            [query_map(head_mean(a[:1]), trace.grid, trace.num_prefix_tokens, q)[0] for a in trace.attentions]
-        )
-        maps[label] = (cell, stack.cpu().numpy())
-    return AttentionPanel(
-        model=model_id, image=image, patch_size=trace.patch_size, grid=trace.grid, maps=maps
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    model_ids = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not model_ids:
-        raise BadRequest("--models needs at least one model id")
-    if args.batch_size < 1:
-        raise BadRequest(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = resolve_device(args.device)
-    paths = collect_images(args.images)
-    images = [decode_image(p.read_bytes()) for p in tqdm(paths, desc="decode", unit="img", leave=False)]
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    results, spectra = [], {}
-    for model_id in tqdm(model_ids, desc="models", unit="model"):
-        metrics, panel, spectrum = analyze_model(
-            model_id, images, device, args.batch_size, args.preprocessing, args.download
+    from backend.engine.pipeline import Options, analyze_dataset, write_document
+    from backend.errors import BadRequest
+
+    model_ids = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if args.device == "cuda" and args.engine == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadRequest(
+                "--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto"
+            )
+    opts = Options(
+        datasets=tuple(args.datasets),
+        out=args.out,
+        model_ids=model_ids,
+        engine=args.engine,
+        device=args.device,
+        preprocessing=args.preprocessing,
+        download=args.download,
+        batch_size=args.batch_size,
+        strict=args.strict,
+        ray_address=args.ray_address,
+        ray_num_cpus=args.ray_num_cpus,
+        actors=args.actors,
+        actor_cpus=args.actor_cpus,
+        figures=not args.no_figures,
+        progress=not args.no_progress,
+    )
+    outcome = analyze_dataset(opts)
+    path = write_document(outcome.document, args.out)
+    skipped = outcome.document["skipped"]
+    if not outcome.analysed:
+        print(
+            f"vitscope: error: nothing could be analysed: {len(skipped)} image(s) skipped (see {path})",
+            file=sys.stderr,
         )
-        results.append(metrics)
-        spectra[model_id] = spectrum
-        plot_attention(panel, out / f"attention_{safe_name(model_id)}.png")
-    document = {"images": [str(p) for p in paths], "device": str(device), "models": results}
-    (out / "metrics.json").write_text(json.dumps(document, indent=1))
-    plot_curves(results, out / "curves.png")
-    plot_spectra(spectra, out / "spectra.png")
-    print(f"wrote {out / 'metrics.json'} and figures for {len(model_ids)} model(s) on {len(paths)} image(s)")
+        return 1
+    note = f", {len(skipped)} skipped (listed in metrics.json)" if skipped else ""
+    print(
+        f"wrote {path} and {args.out / 'per_image.parquet'} for {len(model_ids)} model(s) on "
+        f"{outcome.analysed} image(s) ({outcome.new_rows} new row(s)){note}"
+    )
     return 0
-
-
-def safe_name(model_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)

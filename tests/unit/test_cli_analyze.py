@@ -119,7 +119,7 @@ def test_analyze_rejects_missing_inputs_with_a_clear_message(
         ["analyze", str(tmp_path / "nope.png"), "--models", "random-vit-s16", "--out", str(tmp_path)]
     )
     assert status == 2
-    assert "neither an image file nor a folder" in capsys.readouterr().err
+    assert "is neither an image file, a folder nor a .tar shard" in capsys.readouterr().err
     status = backend.cli.main(
         ["analyze", str(cue_conflict_images(1)[0]), "--models", "no-such-model", "--out", str(tmp_path)]
     )

@@ -1,0 +1,121 @@
+"""``DIR/per_image.parquet``: one row per (image, model) with every per-layer value, written so that a run
+can stop anywhere and the next one resumes.
+
+During a run each finished chunk of rows is written as a complete small Parquet file under
+``DIR/.per_image.parts/`` (a killed run loses at most the rows not yet flushed); ``merge`` folds the parts
+into ``per_image.parquet`` (written beside it and renamed, so it is always a whole file). Columns: ``image``
+(path, or ``shard.tar/member``), ``sha256`` (of the file's bytes), ``model``, and one per field of
+``PerImage`` holding that image's slice (``distance``, ``nmi``, ``entropy``: ``[L][heads]``; ``scalars``:
+``[3L + 1]``, the rows that ``PerImage`` documents), as float64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from backend.analysis.summary import PerImage
+
+FILE = "per_image.parquet"
+PARTS = ".per_image.parts"
+KEYS = ("image", "sha256", "model")
+VALUE_FIELDS = tuple(f.name for f in dataclasses.fields(PerImage))
+
+
+def rows_of(
+    model: str, paths: Sequence[str], sha256: Sequence[str], values: PerImage
+) -> list[dict[str, Any]]:
+    """One row per image of ``values`` (images are axis 1 of every field)."""
+    columns = {name: getattr(values, name).double().cpu() for name in VALUE_FIELDS}
+    return [
+        {"image": path, "sha256": digest, "model": model}
+        | {name: t[:, i].tolist() for name, t in columns.items()}
+        for i, (path, digest) in enumerate(zip(paths, sha256, strict=True))
+    ]
+
+
+def _schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
+    nested = {name: len(torch.tensor(rows[0][name]).shape) for name in VALUE_FIELDS}
+    fields = [pa.field(k, pa.string()) for k in KEYS]
+    for name, depth in nested.items():
+        kind: pa.DataType = pa.float64()
+        for _ in range(depth):
+            kind = pa.list_(kind)
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+class Store:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.parts = out / PARTS
+        self.run = uuid.uuid4().hex[:8]
+        self.count = 0
+
+    @property
+    def file(self) -> Path:
+        return self.out / FILE
+
+    def _files(self) -> list[Path]:
+        parts = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
+        return ([self.file] if self.file.is_file() else []) + parts
+
+    def done(self) -> set[tuple[str, str]]:
+        """(image, model) pairs already in the output, merged or in parts a stopped run left."""
+        pairs: set[tuple[str, str]] = set()
+        for path in self._files():
+            table = pq.read_table(path, columns=["image", "model"])
+            pairs.update(zip(table["image"].to_pylist(), table["model"].to_pylist(), strict=True))
+        return pairs
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows as one complete part file (written under a temporary name, then renamed)."""
+        if not rows:
+            return
+        self.parts.mkdir(parents=True, exist_ok=True)
+        name = self.parts / f"part-{self.run}-{self.count:06d}.parquet"
+        self.count += 1
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=_schema(rows)), f"{name}.tmp")
+        os.replace(f"{name}.tmp", name)
+
+    def merge(self) -> None:
+        """Fold every part into ``per_image.parquet`` (an (image, model) seen twice keeps its last row)."""
+        files = self._files()
+        parts = [p for p in files if p != self.file]
+        if not parts:
+            return
+        table = pa.concat_tables([pq.read_table(p) for p in files], promote_options="permissive")
+        keys = list(zip(table["image"].to_pylist(), table["model"].to_pylist(), strict=True))
+        last = {key: i for i, key in enumerate(keys)}
+        if len(last) != len(keys):
+            table = table.take(sorted(last.values()))
+        tmp = self.out / f".{FILE}.{self.run}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.file)
+        for p in parts:
+            p.unlink()
+        self.parts.rmdir()
+
+    def values(self, model: str, images: Sequence[str]) -> tuple[list[str], PerImage] | None:
+        """The merged rows of ``model`` for ``images`` (in that order, those present), as one PerImage."""
+        if not self.file.is_file():
+            return None
+        table = pq.read_table(self.file, filters=[("model", "==", model)])
+        position = {path: i for i, path in enumerate(table["image"].to_pylist())}
+        order = [position[p] for p in images if p in position]
+        if not order:
+            return None
+        table = table.take(order)
+        fields = {
+            name: torch.tensor(table[name].to_pylist(), dtype=torch.float64).movedim(0, 1)
+            for name in VALUE_FIELDS
+        }
+        return table["image"].to_pylist(), PerImage(**fields)

@@ -1,0 +1,226 @@
+"""`vitscope analyze` on datasets: folders, globs and WebDataset shards, per-image Parquet, resuming, skipped
+files, and `--engine ray` (a real local Ray on CPU) giving the numbers of `--engine local`."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import backend.cli
+from backend.analysis.summary import compute_metrics
+from backend.capture import capture
+from backend.engine.sources import expand
+from backend.engine.store import Store
+from backend.errors import BadRequest
+from backend.imaging import model_preprocessing, preprocess
+from backend.models import load_model
+from backend.uploads import decode_image
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DEMO = "cifar-mim-vit-t4,cifar-cl-vit-t4"  # shipped 32 px ViT-Tiny/4 models: real weights, fast on a CPU
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def shared_images(n: int, category: str = "cat") -> list[Path]:
+    folder = SHARED_DATA / "cue_conflict" / category
+    assert folder.is_dir(), f"the shared test images are expected at {folder} (see ../shared/data/README.md)"
+    found = sorted(folder.glob("*.png"))[:n]
+    assert len(found) == n
+    return found
+
+
+def folder_of(tmp: Path, images: list[Path]) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    for p in images:
+        (tmp / p.name).write_bytes(p.read_bytes())
+    return tmp
+
+
+def shard_of(path: Path, images: list[Path]) -> Path:
+    """A WebDataset-style shard: ``<key>.png`` plus a ``<key>.cls`` label member per sample."""
+    with tarfile.open(path, "w") as tar:
+        for i, p in enumerate(images):
+            for name, data in ((f"{i:06d}.png", p.read_bytes()), (f"{i:06d}.cls", b"3")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def analyze(*argv: str) -> int:
+    return backend.cli.main(["analyze", *argv, "--device", "cpu", "--no-progress"])
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def assert_same_numbers(a: dict, b: dict, tol: float) -> None:
+    assert [m["model"] for m in a["models"]] == [m["model"] for m in b["models"]]
+    for ma, mb in zip(a["models"], b["models"], strict=True):
+        for key in ("attention_distance", "nmi", "attention_entropy"):
+            for part in ("mean", "per_head", "std"):
+                np.testing.assert_allclose(ma[key][part], mb[key][part], atol=tol, rtol=0)
+        for key, part in [("delta_log_amplitude", "value"), ("delta_log_amplitude_attn", "value"),
+                          ("movement_coherence", "mean")]:  # fmt: skip
+            np.testing.assert_allclose(ma[key][part], mb[key][part], atol=tol, rtol=0)
+            np.testing.assert_allclose(ma[key]["std"], mb[key]["std"], atol=tol, rtol=0)
+        assert ma["num_images"] == mb["num_images"]
+
+
+def test_sources_list_folders_globs_and_shards_once_each(tmp_path: Path) -> None:
+    images = shared_images(3)
+    folder = folder_of(tmp_path / "imgs", images)
+    (folder / "notes.txt").write_text("not an image")
+    shard = shard_of(tmp_path / "shard-000.tar", images[:2])
+    refs = expand([str(folder), str(tmp_path / "imgs" / "*.png"), str(shard)])
+    assert [r.path for r in refs] == [str(folder / p.name) for p in images] + [
+        f"{shard}/000000.png",
+        f"{shard}/000001.png",
+    ]  # the glob's matches were listed already; .txt and .cls members are not images
+    assert refs[-1].read() == images[1].read_bytes()  # a member is read by its byte range
+    with pytest.raises(BadRequest, match="matches no file"):
+        expand([str(tmp_path / "*.jpeg")])
+    (tmp_path / "bad.tar").write_bytes(b"\x1f\x8b not a tar")
+    with pytest.raises(BadRequest, match="not an uncompressed tar shard"):
+        expand([str(tmp_path / "bad.tar")])
+    with pytest.raises(BadRequest, match="neither an image file"):
+        expand([str(tmp_path / "nope")])
+
+
+def test_per_image_rows_and_metrics_match_one_direct_capture(tmp_path: Path) -> None:
+    """Batches of 2 through the engine, the Parquet round trip and the aggregate agree with one capture of
+    all 5 images computed directly (compute_metrics: the same analyses, no engine)."""
+    images = shared_images(5)
+    out = tmp_path / "out"
+    assert analyze(str(folder_of(tmp_path / "imgs", images)), "--models", DEMO, "--out", str(out),
+                   "--batch-size", "2") == 0  # fmt: skip
+    document = metrics(out)
+    assert document["engine"] == "local" and document["skipped"] == []
+    assert document["images"] == [str(tmp_path / "imgs" / p.name) for p in images]
+    table = pq.read_table(out / "per_image.parquet")
+    assert table.num_rows == 10 and set(table["model"].to_pylist()) == set(DEMO.split(","))
+    assert table["sha256"].to_pylist()[0] == hashlib.sha256(images[0].read_bytes()).hexdigest()
+    for model_id, got in zip(DEMO.split(","), document["models"], strict=True):
+        loaded = load_model(model_id)
+        prep = model_preprocessing(loaded, "auto")
+        pixels = preprocess([decode_image(p.read_bytes()).image for p in images], prep)
+        direct = compute_metrics(capture(loaded.model, pixels), loaded.spec.family)
+        direct |= {"model": model_id}
+        assert_same_numbers({"models": [got]}, {"models": [direct]}, tol=1e-5)
+        assert got["preprocessing"] == prep.as_dict() and got["num_images"] == 5
+    for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png"):
+        assert (out / name).stat().st_size > 5000
+
+
+def test_unreadable_files_are_skipped_named_and_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = folder_of(tmp_path / "imgs", shared_images(2))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert analyze(str(folder), "--models", "cifar-mim-vit-t4", "--out", str(out), "--no-figures") == 0
+    err = capsys.readouterr().err
+    assert f"skipped {folder / 'broken.png'}: " in err and f"skipped {folder / 'empty.jpg'}: " in err
+    document = metrics(out)
+    assert [s["image"] for s in document["skipped"]] == [
+        str(folder / "broken.png"),
+        str(folder / "empty.jpg"),
+    ]
+    assert all(s["reason"] for s in document["skipped"])
+    assert document["models"][0]["num_images"] == 2 and len(document["images"]) == 2
+
+    # Nothing readable: exit 1, and metrics.json says why.
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "broken.png").write_bytes(b"junk")
+    assert analyze(str(only_bad), "--models", "cifar-mim-vit-t4", "--out", str(tmp_path / "o2")) == 1
+    assert "nothing could be analysed: 1 image(s) skipped" in capsys.readouterr().err
+    assert metrics(tmp_path / "o2")["skipped"][0]["image"] == str(only_bad / "broken.png")
+
+
+def test_strict_stops_at_the_bad_file_and_a_rerun_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = shared_images(6)
+    folder = folder_of(tmp_path / "imgs", images)
+    (folder / "zz-broken.png").write_bytes(b"junk")  # last in the listing: 3 batches of 2 are done before it
+    out = tmp_path / "out"
+    args = [
+        str(folder),
+        "--models",
+        "cifar-mim-vit-t4",
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--no-figures",
+    ]
+    assert analyze(*args, "--strict") == 2
+    assert f"{folder / 'zz-broken.png'}: " in capsys.readouterr().err
+    kept = pq.read_table(out / "per_image.parquet")["image"].to_pylist()
+    assert kept == [str(folder / p.name) for p in images]  # the finished batches were kept
+
+    assert analyze(*args) == 0
+    captured = capsys.readouterr()
+    assert "resuming: 6 of 7 image(s) already in" in captured.err and "(0 new row(s))" in captured.out
+    assert pq.read_table(out / "per_image.parquet").num_rows == 6  # nothing analysed twice
+
+    # A model added on a rerun analyses every image; the first model's rows are not redone.
+    assert analyze(str(folder), "--models", "cifar-mim-vit-t4,cifar-cl-vit-t4", "--out", str(out),
+                   "--no-figures") == 0  # fmt: skip
+    assert "(6 new row(s))" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    assert analyze(str(folder), "--models", "cifar-mim-vit-t4,cifar-cl-vit-t4", "--out", str(fresh),
+                   "--no-figures") == 0  # fmt: skip
+    assert_same_numbers(metrics(out), metrics(fresh), tol=1e-12)  # resumed == in one go
+
+
+def test_parts_left_by_a_killed_run_count_as_done(tmp_path: Path) -> None:
+    """A run killed before merging leaves part files; the next run reads them, merges, and skips those."""
+    images = shared_images(3)
+    folder = folder_of(tmp_path / "imgs", images)
+    out = tmp_path / "out"
+    assert analyze(str(folder), "--models", "cifar-mim-vit-t4", "--out", str(out), "--no-figures") == 0
+    store = Store(out)
+    table = pq.read_table(store.file)
+    store.file.unlink()
+    store.write(table.to_pylist()[:2])  # as a killed run would have left them
+    assert store.done() == {(str(folder / p.name), "cifar-mim-vit-t4") for p in images[:2]}
+    assert analyze(str(folder), "--models", "cifar-mim-vit-t4", "--out", str(out), "--no-figures") == 0
+    assert not store.parts.exists()
+    assert pq.read_table(store.file)["image"].to_pylist() == [str(folder / p.name) for p in images]
+
+
+def test_ray_engine_gives_the_local_numbers(tmp_path: Path) -> None:
+    """12 images (a shard of 8 and a folder of 4) through a real local Ray (2 CPUs, one CPU actor)."""
+    shard = shard_of(tmp_path / "shard-000.tar", shared_images(8, "dog"))
+    folder = folder_of(tmp_path / "imgs", shared_images(4, "cat"))
+    common = [str(shard), str(folder), "--models", DEMO, "--batch-size", "4", "--no-figures"]
+    assert analyze(*common, "--out", str(tmp_path / "local")) == 0
+    assert analyze(*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--ray-num-cpus", "2") == 0
+    local, ray = metrics(tmp_path / "local"), metrics(tmp_path / "ray")
+    assert ray["engine"] == "ray" and "Ray actor" in ray["device"]
+    assert ray["images"] == local["images"] and len(local["images"]) == 12
+    assert_same_numbers(local, ray, tol=1e-5)
+    rows = {
+        name: pq.read_table(tmp_path / name / "per_image.parquet").to_pydict() for name in ("local", "ray")
+    }
+    assert rows["local"]["image"] == rows["ray"]["image"] and rows["local"]["sha256"] == rows["ray"]["sha256"]
+    for field in ("distance", "nmi", "entropy", "scalars"):
+        np.testing.assert_allclose(
+            torch.tensor(rows["local"][field]), torch.tensor(rows["ray"][field]), atol=1e-5, rtol=0
+        )
