@@ -64,7 +64,9 @@ _BROWSER_HEADERS = frozenset(
 )  # fmt: skip
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
-TRUSTED_PROXIES = ("127.0.0.1", "::1")
+# No proxy is trusted unless configured, loopback included: any local process could otherwise choose its
+# own client address (X-Forwarded-For) and dodge the upload caps.
+TRUSTED_PROXIES: tuple[str, ...] = ()
 
 
 def _check_secret_token(value: SecretStr | None) -> SecretStr | None:
@@ -187,6 +189,28 @@ class Settings(UiSettings):
         default_factory=list, description="Origins allowed by CORS (comma separated); empty: CORS off."
     )
     ui: bool = Field(default=True, description="Mount the Dash UI at / of the same process.")
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="A connection must send a request's complete headers within this many seconds of "
+        "opening (or of its previous response); slower ones are closed.",
+    )
+    body_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="A request body must arrive in full within this many seconds (408 after).",
+    )
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, le=600, description="Idle keep-alive connections are closed after this long."
+    )
+    max_header_bytes: int = Field(
+        default=16 * KiB,
+        ge=4 * KiB,
+        le=1 * MiB,
+        description="Largest request line + headers (h11's incomplete event limit; 400 above).",
+    )
     trusted_proxies: CommaList = Field(
         default_factory=lambda: list(TRUSTED_PROXIES),
         description="Peers (IPs, CIDRs, host names) whose X-Forwarded-For names the client of an upload.",

@@ -7,12 +7,14 @@
   until ``max_batch`` of them wait or ``max_wait_s`` has passed since it started gathering; requests for other
   models keep their place for the next batch.
 - Back-pressure: at most ``queue_size`` requests wait; one more raises ``QueueFull`` (the API answers 503
-  with ``Retry-After``). Each request has a timeout (``RequestTimeout``, 504); a request whose caller gave up
-  before its batch started is dropped from the batch.
+  with ``Retry-After``: the waiting requests' batches at each model's own measured pace, plus loads).
+  Each request has a timeout (``RequestTimeout``, 504); a request whose caller gave up before its batch
+  started is dropped from the batch.
 - Torch work runs on one dedicated thread per runner, so the event loop stays responsive and the device sees
   one batch at a time.
 - Loaded models live in a byte-bounded LRU (``model_memory_bytes``); a model in use is pinned and never
-  evicted. The most recently used model is kept even when it alone is over the bound.
+  evicted. The default loader sizes a model before building it: one over the bound is refused, and older
+  models are evicted first so that the bound holds while it loads.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from backend.errors import QueueFull, RequestTimeout, RunnerError, RunnerStopped
+from backend.errors import BadCheckpoint, QueueFull, RequestTimeout, RunnerError, RunnerStopped
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Loader = Callable[[str, "torch.device"], Any]  # (model_id, device) -> LoadedModel
 Work = Callable[[Any, "Trace", int], Any]  # (loaded, trace, index in batch) -> result, on the worker thread
+
+
+class NonFiniteResult(BadCheckpoint):
+    """The model's forward pass gave NaN or Inf (409, like other broken weights)."""
+
+    code = "non_finite_result"
 
 
 # ---------------------------------------------------------------------------------------------- device
@@ -70,10 +78,22 @@ def resolve_devices(device: str) -> list[str]:
     return [device]
 
 
-def default_loader(model_id: str, device: torch.device) -> Any:
+def default_loader(
+    model_id: str, device: torch.device, *, max_bytes: int | None = None, allow_random_init: bool = True
+) -> Any:
     from backend.models import load_model
 
-    return load_model(model_id, device, download=False)
+    return load_model(
+        model_id, device, download=False, max_bytes=max_bytes, allow_random_init=allow_random_init
+    )
+
+
+def default_sizer(model_id: str, *, max_bytes: int | None = None, allow_random_init: bool = True) -> int:
+    """Bytes ``model_id`` will take once loaded, decided before building it (refusals raise here)."""
+    from backend.models import get_spec
+    from backend.models.loading import check_loadable
+
+    return check_loadable(get_spec(model_id), max_bytes=max_bytes, allow_random_init=allow_random_init)
 
 
 # ---------------------------------------------------------------------------------------------- model LRU
@@ -88,16 +108,22 @@ class _Entry:
 class ModelLRU:
     """Byte-bounded LRU of loaded models; ``pinned(id)`` loads on a miss and protects the model while in use.
 
-    Thread-safe: the worker thread loads and pins, the event loop reads the listing.
+    Thread-safe: the worker thread loads and pins, the event loop reads the listing. ``sizer(id)`` (optional)
+    says how many bytes a model will take before it is built, so that older models make room first and
+    the bound holds while the new one loads.
     """
 
-    def __init__(self, max_bytes: int, loader: Callable[[str], Any]) -> None:
+    def __init__(
+        self, max_bytes: int, loader: Callable[[str], Any], sizer: Callable[[str], int] | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self._loader = loader
+        self._sizer = sizer
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = 0
         self.evictions = 0
+        self.load_seconds: dict[str, float] = {}  # how long each model took to load, last time
 
     @contextmanager
     def pinned(self, model_id: str) -> Iterator[Any]:
@@ -116,9 +142,17 @@ class ModelLRU:
                 entry.pins += 1
                 self._entries.move_to_end(model_id)
                 return entry
+        if self._sizer is not None:
+            need = self._sizer(model_id)  # refuses what must not be built, before anything is allocated
+            with self._lock:
+                self._evict(keep=model_id, need=need)
+        started = time.perf_counter()
         loaded = self._loader(model_id)  # outside the lock: loading takes seconds
         nbytes = int(getattr(loaded, "nbytes", 0) or 0)
         with self._lock:
+            self.load_seconds[model_id] = time.perf_counter() - started
+            while len(self.load_seconds) > 256:
+                del self.load_seconds[next(iter(self.load_seconds))]
             entry = self._entries.get(model_id)
             if entry is None:
                 entry = _Entry(loaded, nbytes)
@@ -129,8 +163,8 @@ class ModelLRU:
             self._evict(keep=model_id)
             return entry
 
-    def _evict(self, keep: str) -> None:
-        total = sum(e.nbytes for e in self._entries.values())
+    def _evict(self, keep: str, need: int = 0) -> None:
+        total = need + sum(e.nbytes for e in self._entries.values())
         for model_id in list(self._entries):
             if total <= self.max_bytes:
                 break
@@ -198,6 +232,7 @@ class Runner:
         model_memory_bytes: int = 4 << 30,
         loader: Loader | None = None,
         observer: Callable[[str, float, int], None] | None = None,
+        allow_random_init: bool = True,
     ) -> None:
         import torch
 
@@ -206,8 +241,12 @@ class Runner:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.queue_size = queue_size
-        self._loader = loader or default_loader
-        self.models = ModelLRU(model_memory_bytes, lambda mid: self._loader(mid, self.device))
+        # The default loader refuses, before building, models over the bound and (unless allowed)
+        # random-init models of arbitrary timm names; a loader given by a caller (tests) is used as it is.
+        limits: dict[str, Any] = {"max_bytes": model_memory_bytes, "allow_random_init": allow_random_init}
+        self._loader: Loader = loader or (lambda mid, dev: default_loader(mid, dev, **limits))
+        sizer = None if loader is not None else (lambda mid: default_sizer(mid, **limits))
+        self.models = ModelLRU(model_memory_bytes, lambda mid: self._loader(mid, self.device), sizer)
         self.stats = RunnerStats()
         self._observer = observer  # (model_id, seconds, batch size) after each batch, for Prometheus
         self._waiting: deque[_Request[Any]] = deque()
@@ -216,6 +255,10 @@ class Runner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{device}")
         self._busy = False
         self._stopping = False
+        # Seconds one batch of each model takes on this device (capture + analyses, load excluded), a moving
+        # average, and the batch on the device now (model, size): what Retry-After is estimated from.
+        self._pace: dict[str, float] = {}
+        self._running: tuple[str, int] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -246,9 +289,25 @@ class Runner:
     def load(self) -> int:
         return len(self._waiting) + (1 if self._busy else 0)
 
+    def batch_seconds(self, model_id: str) -> float:
+        """Measured seconds per batch of ``model_id``; a model not run yet counts at the runner's mean."""
+        return self._pace.get(model_id) or self.stats.mean_batch_seconds or 1.0
+
+    def drain_seconds(self) -> float:
+        """How long the requests waiting now (and the batch on the device) take to be worked off: each
+        model's batches at its own measured pace, plus a load for each model that is not loaded."""
+        counts = Counter(r.model_id for r in self._waiting if not r.future.done())
+        total = 0.0
+        if self._running is not None:
+            total += self.batch_seconds(self._running[0])
+        for model_id, n in counts.items():
+            total += math.ceil(n / self.max_batch) * self.batch_seconds(model_id)
+            if self.models.get(model_id) is None:
+                total += self.models.load_seconds.get(model_id, self.batch_seconds(model_id))
+        return total
+
     def retry_after(self) -> int:
-        per_batch = self.stats.mean_batch_seconds or 1.0
-        return max(1, math.ceil(per_batch * (1 + len(self._waiting) / self.max_batch)))
+        return max(1, math.ceil(self.drain_seconds()))
 
     # -- work ------------------------------------------------------------------------------------------------
     async def submit(
@@ -372,15 +431,20 @@ class Runner:
         self._waiting = keep
         return batch
 
+    def _record_pace(self, model_id: str, seconds: float) -> None:
+        old = self._pace.pop(model_id, None)
+        self._pace[model_id] = seconds if old is None else old + 0.3 * (seconds - old)
+        while len(self._pace) > 256:
+            del self._pace[next(iter(self._pace))]
+
     def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Request[Any]]) -> None:
         """Worker thread: one capture for the whole batch, then each request's work on its slice."""
         import torch
 
         from backend.capture import capture
-        from backend.imaging import preprocess, preprocessing_for
+        from backend.imaging import model_preprocessing, preprocess
 
         model_id = batch[0].model_id
-        started = time.perf_counter()
 
         def settle(req: _Request[Any], result: Any = None, error: BaseException | None = None) -> None:
             def apply() -> None:
@@ -393,9 +457,11 @@ class Runner:
 
             loop.call_soon_threadsafe(apply)
 
+        self._running = (model_id, len(batch))
         try:
             with self.models.pinned(model_id) as loaded:
-                prep = preprocessing_for(loaded.data_config)
+                started = time.perf_counter()  # after the load: the pace of batches, not of loads
+                prep = model_preprocessing(loaded)  # the one rule (card, timm config, paper)
                 pixels = preprocess([r.image for r in batch], prep).to(self.device)
                 with torch.inference_mode():
                     trace = capture(loaded.model, pixels, model_id=model_id, preprocessing=prep.as_dict())
@@ -403,18 +469,38 @@ class Runner:
                 self.stats.record(len(batch), seconds)
                 if self._observer is not None:
                     self._observer(model_id, seconds, len(batch))
+                check_finite_trace(trace)
                 for i, req in enumerate(batch):
                     try:
                         settle(req, req.work(loaded, trace, i))
                     except Exception as exc:
                         settle(req, error=exc)
                 del trace
+                self._record_pace(model_id, time.perf_counter() - started)
         except Exception as exc:
             for req in batch:
                 settle(req, error=exc)
         finally:
+            self._running = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def check_finite_trace(trace: Trace) -> None:
+    """NaN or Inf activations (finite weights can still overflow) would become NaN results: a clear error."""
+    import torch
+
+    places = [
+        (f"the output of block {k}" if k else "the patch embedding", x) for k, x in enumerate(trace.x_out)
+    ]
+    places += [(f"the attention of block {k + 1}", a) for k, a in enumerate(trace.attentions)]
+    for where, state in places:
+        if not bool(torch.isfinite(state).all()):
+            raise NonFiniteResult(
+                f"model {trace.model_id} computed NaN or infinite values in {where} for this "
+                "image; its weights overflow in float32, so nothing can be analysed: re-import or "
+                "retrain the model"
+            )
 
 
 def _input_size(loaded: Any) -> tuple[int, int]:

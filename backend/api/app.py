@@ -15,7 +15,7 @@ from starlette.routing import Match
 
 from backend import __version__
 from backend.api import errors
-from backend.api.clients import TrustedProxies, UploadCaps, UploadLedger
+from backend.api.clients import RedisUploadLedger, TrustedProxies, UploadCaps, UploadLedger
 from backend.api.fastlane import FastLane
 from backend.api.metrics import ApiMetrics
 from backend.api.middleware import API_PREFIX, OPEN_PATHS, BearerAuth, BodyLimit, Observe
@@ -63,6 +63,7 @@ def build_service(
             model_memory_bytes=settings.model_memory_bytes,
             loader=loader,
             observer=metrics.batch_observer(device),
+            allow_random_init=settings.allow_random_init,
         )
         for device in resolve_devices(settings.device)
     ]
@@ -70,6 +71,14 @@ def build_service(
         settings.redis_url, settings.cache_memory_bytes, redis_timeout=settings.redis_timeout_s
     )
     return AnalysisService(settings, store, RunnerPool(runners))
+
+
+def upload_ledger(settings: Settings) -> UploadLedger:
+    """The per-client upload caps: in Redis when one is configured (shared by replicas, kept on restart)."""
+    count, nbytes = settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour
+    if settings.redis_url and (count or nbytes):
+        return RedisUploadLedger(settings.redis_url, count, nbytes, timeout=settings.redis_timeout_s)
+    return UploadLedger(count, nbytes)
 
 
 def create_app(
@@ -92,6 +101,7 @@ def create_app(
     metrics = ApiMetrics()
     service = build_service(settings, metrics, store, loader)
     metrics.attach(service)
+    ledger = upload_ledger(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +110,7 @@ def create_app(
             yield
         finally:
             await service.stop()
+            await ledger.close()
 
     app = FastAPI(
         title="vitscope",
@@ -113,6 +124,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics
+    app.state.upload_ledger = ledger
     errors.install(app)
     app.include_router(api_router)
 
@@ -133,15 +145,19 @@ def create_app(
     # Observe -> CORS -> auth -> upload caps -> fast lane -> body limit -> app.
     limit = settings.max_upload_bytes + 64 * 1024  # the multipart envelope around the file
     # The mounted UI's upload route passes files on to POST /images: the same limit.
-    limits = {f"{API_PREFIX}/images": limit, "/_vitscope/upload": limit}
-    app.add_middleware(BodyLimit, default_limit=1024 * 1024, limits=limits)
+    # The mounted UI's "Export all panels" sends the page's figures (PNG and SVG) in one Dash callback.
+    limits = {f"{API_PREFIX}/images": limit, "/_vitscope/upload": limit, "/_dash-update-component": limit}
+    app.add_middleware(
+        BodyLimit, default_limit=1024 * 1024, limits=limits, deadline_s=settings.body_timeout_s
+    )
     if settings.hot_cache_bytes > 0:
         app.add_middleware(FastLane, service=service)
-    ledger = UploadLedger(settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour)
-    app.state.upload_ledger = ledger
+    ledger = app.state.upload_ledger
     if ledger.enabled:
         trusted = TrustedProxies(settings.trusted_proxies)
-        app.add_middleware(UploadCaps, path=f"{API_PREFIX}/images", ledger=ledger, trusted=trusted)
+        app.add_middleware(
+            UploadCaps, path=f"{API_PREFIX}/images", ledger=ledger, trusted=trusted, token=settings.token
+        )
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:

@@ -1,21 +1,26 @@
 """Who sent a request (the client address, through trusted proxies) and the per-client upload caps.
 
 The client of a request is its direct peer, unless that peer is a trusted proxy
-(``VITSCOPE_TRUSTED_PROXIES``): then ``X-Forwarded-For`` is read from the right, skipping trusted proxies, and
-the first address that is not one is the client. A client cannot choose its own address by sending the header
-itself: only what a trusted proxy appended is believed.
+(``VITSCOPE_TRUSTED_PROXIES``, empty by default: loopback is not trusted either) or the request carries the
+API token (the UI mounted in the same process, which passes the browser's address on): then
+``X-Forwarded-For`` is read from the right, skipping trusted proxies, and the first address that is not one
+is the client. A client cannot choose its own address by sending the header itself: only what a trusted
+proxy appended is believed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import math
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,12 +103,13 @@ def _forwarded_for(scope: Scope) -> list[str]:
     return [h for h in hops if h]
 
 
-async def client_address(scope: Scope, trusted: TrustedProxies) -> str:
-    """The client of a request: the peer, or what trusted proxies say in ``X-Forwarded-For``."""
+async def client_address(scope: Scope, trusted: TrustedProxies, *, vouched: bool = False) -> str:
+    """The client of a request: the peer, or what trusted proxies say in ``X-Forwarded-For``. ``vouched``:
+    the peer holds the API token, so it is believed like a trusted proxy."""
     peer = scope.get("client")
     peer_text = str(peer[0]) if peer else "unknown"
     current = parse_address(peer_text)
-    if not await trusted.contains(current):
+    if not vouched and not await trusted.contains(current):
         return str(current) if current is not None else peer_text
     for hop in reversed(_forwarded_for(scope)):
         address = parse_address(hop)
@@ -164,11 +170,7 @@ class UploadLedger:
         usage = self._usage(client, now)
         if self.per_hour and usage.count >= self.per_hour:
             wait = usage.events[0][0] + HOUR - now
-            why = (
-                f"client {client} made {usage.count} uploads in the last hour; at most {self.per_hour} per "
-                f"hour are allowed (VITSCOPE_CLIENT_UPLOADS_PER_HOUR)"
-            )
-            return None, why, max(1, math.ceil(wait))
+            return None, _too_many(client, usage.count, self.per_hour), max(1, math.ceil(wait))
         # A client's first upload in the window always fits (its size is bounded by max_upload_bytes).
         if self.bytes_per_hour and usage.events and usage.bytes + declared > self.bytes_per_hour:
             # Wait until enough of the oldest uploads leave the window for this one to fit.
@@ -179,15 +181,142 @@ class UploadLedger:
                 wait = at + HOUR - now
                 if freed >= excess:
                     break
-            why = (
-                f"client {client} uploaded {usage.bytes:,} bytes in the last hour and this upload is "
-                f"{declared:,} bytes; at most {self.bytes_per_hour:,} bytes per hour are allowed "
-                f"(VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR)"
-            )
+            why = _too_big(client, usage.bytes, declared, self.bytes_per_hour)
             return None, why, max(1, math.ceil(wait))
         entry = [now, float(declared)]
         usage.events.append(entry)
         return entry, "", 0
+
+    async def reserve(self, client: str, declared: int) -> tuple[Any, str, int]:
+        return self.admit(client, declared)
+
+    async def settle(self, entry: Any, seen: int) -> None:
+        """The upload's real size, once its body has streamed."""
+        entry[1] = float(seen)
+
+    async def close(self) -> None:
+        return None
+
+
+def _too_many(client: str, count: int, per_hour: int) -> str:
+    return (
+        f"client {client} made {count} uploads in the last hour; at most {per_hour} per hour are allowed "
+        "(VITSCOPE_CLIENT_UPLOADS_PER_HOUR)"
+    )
+
+
+def _too_big(client: str, total: int, declared: int, bytes_per_hour: int) -> str:
+    return (
+        f"client {client} uploaded {total:,} bytes in the last hour and this upload is {declared:,} bytes; "
+        f"at most {bytes_per_hour:,} bytes per hour are allowed (VITSCOPE_CLIENT_UPLOAD_BYTES_PER_HOUR)"
+    )
+
+
+# One client's window in Redis: a sorted set of "<id>:<bytes>" members scored by upload time. The script
+# prunes, checks both caps and reserves in one step, so replicas never both take the last slot.
+_RESERVE = """
+local key, now, hour = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local per_hour, bytes_per_hour, declared = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - hour)
+local items = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+local count, total = #items / 2, 0
+for i = 1, #items, 2 do total = total + tonumber(string.match(items[i], ':(%d+)$')) end
+if per_hour > 0 and count >= per_hour then
+  return {0, 1, count, total, tostring(tonumber(items[2]) + hour - now)}
+end
+if bytes_per_hour > 0 and count > 0 and total + declared > bytes_per_hour then
+  local excess, freed, wait = total + declared - bytes_per_hour, 0, 0
+  for i = 1, #items, 2 do
+    freed = freed + tonumber(string.match(items[i], ':(%d+)$'))
+    wait = tonumber(items[i + 1]) + hour - now
+    if freed >= excess then break end
+  end
+  return {0, 2, count, total, tostring(wait)}
+end
+redis.call('ZADD', key, now, ARGV[6] .. ':' .. declared)
+redis.call('EXPIRE', key, math.ceil(hour))
+return {1, 0, count, total, '0'}
+"""
+_SETTLE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[1], score, ARGV[2])
+end
+return 0
+"""
+
+
+class RedisUploadLedger(UploadLedger):
+    """The same caps kept in Redis, so that a restart or a second replica does not reset them.
+
+    While Redis does not answer (down, slow: ``timeout``), the in-memory window of this process counts
+    instead: an upload is never refused or failed because of Redis.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        per_hour: int,
+        bytes_per_hour: int,
+        *,
+        timeout: float = 0.25,
+        prefix: str = "vitscope:uploads:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        super().__init__(per_hour, bytes_per_hour, clock=clock)
+        self.prefix = prefix
+        self.timeout = timeout
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
+
+    async def reserve(self, client: str, declared: int) -> tuple[Any, str, int]:
+        key = self.prefix + client
+        member = uuid.uuid4().hex
+        args: list[str | int | float] = [
+            self.clock(),
+            HOUR,
+            self.per_hour,
+            self.bytes_per_hour,
+            max(0, declared),
+            member,
+        ]
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                ok, which, count, total, wait = await self._reserve(keys=[key], args=args)
+        except Exception as exc:  # Redis down or slow: this process's own window decides
+            log.warning("upload caps: redis unavailable (%s); counting in memory", type(exc).__name__)
+            return await super().reserve(client, declared)
+        if ok:
+            return ("redis", key, f"{member}:{max(0, declared)}", member), "", 0
+        retry = max(1, math.ceil(float(wait)))
+        if int(which) == 1:
+            return None, _too_many(client, int(count), self.per_hour), retry
+        return None, _too_big(client, int(total), declared, self.bytes_per_hour), retry
+
+    async def settle(self, entry: Any, seen: int) -> None:
+        if not (isinstance(entry, tuple) and entry[0] == "redis"):
+            return await super().settle(entry, seen)
+        _, key, old, member = entry
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                await self._settle(keys=[key], args=[old, f"{member}:{seen}"])
+        except Exception as exc:  # the reservation keeps the declared size
+            log.warning("upload caps: redis unavailable (%s); size not updated", type(exc).__name__)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
 
 
 class UploadCaps:
@@ -197,11 +326,19 @@ class UploadCaps:
     (a declared ``Content-Length`` is checked first, before one byte is read).
     """
 
-    def __init__(self, app: ASGIApp, path: str, ledger: UploadLedger, trusted: TrustedProxies) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        path: str,
+        ledger: UploadLedger,
+        trusted: TrustedProxies,
+        token: str | None = None,
+    ) -> None:
         self.app = app
         self.path = path
         self.ledger = ledger
         self.trusted = trusted
+        self._bearer = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -212,12 +349,15 @@ class UploadCaps:
         ):
             await self.app(scope, receive, send)
             return
-        client = await client_address(scope, self.trusted)
         declared = 0
+        vouched = False
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit():
                 declared = int(value)
-        entry, why, retry = self.ledger.admit(client, declared)
+            elif key == b"authorization" and self._bearer is not None:
+                vouched = hmac.compare_digest(bytes(value), self._bearer)
+        client = await client_address(scope, self.trusted, vouched=vouched)
+        entry, why, retry = await self.ledger.reserve(client, declared)
         if entry is None:
             message = f"{why}; retry in {retry} s"
             await error_response(429, "too_many_uploads", message, {"Retry-After": str(retry)})(
@@ -236,4 +376,4 @@ class UploadCaps:
         try:
             await self.app(scope, counted, send)
         finally:
-            entry[1] = float(seen)
+            await self.ledger.settle(entry, seen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import TYPE_CHECKING
@@ -50,16 +51,21 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """Refuse request bodies over a limit while they stream (413), before the app reads them all.
+    """Refuse request bodies over a limit while they stream (413), before the app reads them all, and
+    bodies that do not arrive in full within ``deadline_s`` (408: a slow client holds a connection and the
+    bytes it sent so far).
 
     A declared ``Content-Length`` over the limit is refused before one byte is read; otherwise the bytes are
     counted as they arrive and the request fails as soon as they pass the limit.
     """
 
-    def __init__(self, app: ASGIApp, default_limit: int, limits: dict[str, int]) -> None:
+    def __init__(
+        self, app: ASGIApp, default_limit: int, limits: dict[str, int], deadline_s: float | None = None
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.limits = limits  # exact path -> limit
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -76,12 +82,26 @@ class BodyLimit:
                 await _too_large(limit, length)(scope, receive, send)
                 return
         seen = 0
+        complete = False
+        deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete or deadline is None:  # after the body: waits for a disconnect, no deadline
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise HTTPException(
+                        408,
+                        f"the request body did not arrive within {self.deadline_s:g} s ({seen:,} bytes "
+                        "came); send it faster or in a smaller file",
+                        {"Connection": "close"},
+                    ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > limit:
                     # An HTTPException passes through FastAPI's body parsing untouched and reaches the
                     # error handlers, which answer 413 in the API's error shape.

@@ -67,5 +67,68 @@ def run(args: argparse.Namespace) -> int:
             "serving on %s without VITSCOPE_API_TOKEN: anyone who reaches this port can use the API",
             settings.host,
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=False)
+    uvicorn.Server(uvicorn_config(app, settings, log_level=args.log_level)).run()
     return 0
+
+
+def uvicorn_config(app: Any, settings: Any, *, log_level: str = "info") -> Any:
+    """uvicorn's config with the connection limits of the settings: a deadline on the request headers
+    (slowloris), the keep-alive timeout and the header size limit of h11. The body deadline is
+    ``BodyLimit``'s, in the app."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        http=header_deadline_protocol(settings.header_timeout_s),
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )
+
+
+def header_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection that has not sent a request's complete headers within
+    ``seconds`` of opening or of its previous response. uvicorn alone waits forever: its keep-alive timer
+    stops at the first byte of a request and never starts on a new connection."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        _header_timer: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # no response: the client never finished asking
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol

@@ -132,3 +132,32 @@ def test_sizing_allocates_nothing() -> None:
     expected = sum(t.numel() * t.element_size() for t in [*tiny.parameters(), *tiny.buffers()])
     assert architecture_bytes("vit_tiny_patch16_224", TINY_KWARGS) == expected
     assert torch.is_tensor(next(tiny.parameters()))
+
+
+async def test_finite_weights_that_overflow_are_a_clear_error(models_env: Path, tmp_path: Path) -> None:
+    """Every weight finite (the import check passes), but block 2's MLP overflows float32."""
+    from backend.models.loading import build_model
+
+    name = "tiny-overflow"
+    model = build_model("vit_tiny_patch16_224", TINY_KWARGS)
+    state = {k: v.contiguous().clone() for k, v in model.state_dict().items()}
+    state["blocks.1.mlp.fc1.weight"].fill_(1e30)
+    state["blocks.1.mlp.fc2.weight"].fill_(1e30)
+    imported = models_env / "imported"
+    save_file(state, str(imported / f"{name}.safetensors"))
+    card = {"id": name, "family": "cl", "arch": "vit_tiny_patch16_224", "arch_kwargs": TINY_KWARGS,
+            "weights": f"{name}.safetensors", "license": "test only"}  # fmt: skip
+    (imported / f"{name}.json").write_text(json.dumps(card))
+    try:
+        async with running(settings_for(tmp_path)) as api:
+            image = await api.upload_ok(png_bytes(5))
+            r = await api.client.get(f"/api/v1/images/{image}/metrics", params={"model": name})
+            assert r.status_code == 409, r.text
+            error = r.json()["error"]
+            assert error["code"] == "non_finite_result"
+            assert "the output of block 2" in error["message"]
+            ok = await api.client.get(f"/api/v1/images/{image}/metrics", params={"model": TINY})
+            assert ok.status_code == 200, ok.text
+    finally:
+        for suffix in (".json", ".safetensors"):
+            (imported / f"{name}{suffix}").unlink(missing_ok=True)

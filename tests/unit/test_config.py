@@ -26,11 +26,12 @@ def test_defaults_are_safe() -> None:
     s = Settings()
     assert s.host == "127.0.0.1" and s.port == 8000
     assert s.token is None and s.cors_origins == [] and s.redis_url is None
-    assert s.allow_downloads is False and s.default_models == list(DEFAULT_MODELS)
+    assert s.allow_downloads is False and s.allow_random_init is False
+    assert s.default_models == list(DEFAULT_MODELS)
     assert s.max_wait_s == pytest.approx(0.005)
     assert s.ui_auth == "none" and s.password is None and s.class_mode is False
     assert s.client_uploads_per_hour == 120 and s.client_upload_bytes_per_hour == 256 * MiB
-    assert s.trusted_proxies == ["127.0.0.1", "::1"]
+    assert s.trusted_proxies == []  # no proxy trusted unless configured, loopback included
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
