@@ -48,6 +48,7 @@ TAGS = [
     {"name": "sets", "description": "Image sets: set metrics and token embeddings (A5)"},
     {"name": "jobs", "description": "Long work with progress"},
     {"name": "reference", "description": "The paper's published curves, for overlays"},
+    {"name": "claims", "description": "The paper's claims checked on the selected models"},
 ]
 
 

@@ -88,9 +88,9 @@ def model_info_of(loaded: Any) -> ModelInfo:
     import torch
 
     from backend.capture import grid_and_patch
-    from backend.imaging import preprocessing_for
+    from backend.imaging import model_preprocessing
 
-    prep = preprocessing_for(loaded.data_config)
+    prep = model_preprocessing(loaded)  # the one rule (card, timm config, paper)
     model = loaded.model
     grid, patch = grid_and_patch(model, torch.empty(1, 3, *prep.input_size, device="meta"))
     blocks = list(model.blocks)
