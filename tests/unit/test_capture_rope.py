@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from backend.capture import capture
 
-TINY = {"depth": 2, "num_classes": 0}
+TINY: dict[str, Any] = {"depth": 2, "num_classes": 0}
 
 
 def randomized(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -126,7 +126,8 @@ def test_captured_attention_is_softmax_of_rotated_q_k(
     arch: str, kwargs: dict[str, Any], size: tuple[int, int], prefix: int, half: bool, fused: bool
 ) -> None:
     model = randomized(timm.create_model(arch, pretrained=False, **TINY, **kwargs))
-    attn0: Any = model.blocks[0].attn
+    blocks: Any = model.blocks
+    attn0 = blocks[0].attn
     assert (type(model).__name__, bool(attn0.rotate_half), attn0.qkv is not None) == ("Eva", half, fused)
     pixels = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
@@ -135,7 +136,6 @@ def test_captured_attention_is_softmax_of_rotated_q_k(
     assert trace.grid == grid and trace.num_prefix_tokens == prefix and trace.has_cls
     inputs = attention_inputs(model, pixels)
     assert len(inputs) == len(trace.attentions) == 2
-    blocks: Any = model.blocks
     for blk, (x, table), captured in zip(blocks, inputs, trace.attentions, strict=True):
         assert table.shape == (grid[0] * grid[1], 2 * x.shape[-1] // attn0.num_heads)
         expected = by_hand(blk.attn, x, table, prefix)
