@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "run the REST API at /api/v1 (OpenAPI at /docs) and the UI at /"),
     "train": ("train", "train a CL (MoCo v3), MIM (SimMIM) or hybrid ViT and register it"),
     "probe": ("train", "per-layer linear probes, kNN and frequency-band noise robustness"),
+    "claims": ("claims", "check the paper's CL vs MIM claims on images (exit 0 only when all hold)"),
 }
 # The modules taking part (tests narrow it to the one under test).
 COMMAND_MODULES = list(dict.fromkeys(module for module, _ in COMMANDS.values()))
