@@ -42,6 +42,12 @@ class BadCheckpoint(VitscopeError):
     status = 409
 
 
+class NonFiniteResult(BadCheckpoint):
+    """A model computed NaN or Inf (finite weights can overflow), or a result holds one: never a 500."""
+
+    code = "non_finite_result"
+
+
 class BadImage(VitscopeError):
     code = "bad_image"
 

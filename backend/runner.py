@@ -31,7 +31,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from backend.errors import BadCheckpoint, QueueFull, RequestTimeout, RunnerError, RunnerStopped
+from backend.errors import NonFiniteResult, QueueFull, RequestTimeout, RunnerError, RunnerStopped
 
 if TYPE_CHECKING:
     import torch
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Loader = Callable[[str, "torch.device"], Any]  # (model_id, device) -> LoadedModel
 Work = Callable[[Any, "Trace", int], Any]  # (loaded, trace, index in batch) -> result, on the worker thread
-
-
-class NonFiniteResult(BadCheckpoint):
-    """The model's forward pass gave NaN or Inf (409, like other broken weights)."""
-
-    code = "non_finite_result"
 
 
 # ---------------------------------------------------------------------------------------------- device

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backend.errors import NonFiniteResult
 from backend.service.hot import View
 
 JSON = "application/json"
@@ -50,7 +51,14 @@ def json_view(payload: dict[str, Any], arrays: dict[str, np.ndarray] | None = No
 
 
 def json_object_view(obj: Any) -> View:
-    return View(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(), JSON)
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN / Inf: JSON has no such numbers, and a 500 would hide why
+        raise NonFiniteResult(
+            f"the result holds a value JSON cannot carry ({exc}): the model or the analysis produced NaN or "
+            "infinity for this input; try another model or image"
+        ) from None
+    return View(text.encode(), JSON)
 
 
 def npy_view(a: np.ndarray) -> View:
