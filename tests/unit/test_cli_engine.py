@@ -207,7 +207,7 @@ def test_parts_left_by_a_killed_run_count_as_done(tmp_path: Path) -> None:
 
 def test_ray_engine_gives_the_local_numbers(tmp_path: Path) -> None:
     """12 images (a shard of 8 and a folder of 4) through a real local Ray (2 CPUs, one CPU actor)."""
-    shard = shard_of(tmp_path / "shard-000.tar", shared_images(8, "dog"))
+    shard = shard_of(tmp_path / "shard-000.tar", shared_images(6, "boat") + shared_images(2, "dog"))
     folder = folder_of(tmp_path / "imgs", shared_images(4, "cat"))
     common = [str(shard), str(folder), "--models", DEMO, "--batch-size", "4", "--no-figures"]
     assert analyze(*common, "--out", str(tmp_path / "local")) == 0
