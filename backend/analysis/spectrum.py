@@ -91,7 +91,7 @@ def delta_bin(grid: tuple[int, int]) -> dict[str, Any]:
         "index": m,
         "cycles_per_image": [m, m],
         "radians_per_patch": [2 * math.pi * m / h, 2 * math.pi * m / w],
-        "label": f"bin {m}: {m} cycles per image, {per_patch} per patch, {h}x{w} grid",
+        "label": f"bin {m}: {m} cycle{'' if m == 1 else 's'} per image, {per_patch} per patch, {h}x{w} grid",
     }
 
 

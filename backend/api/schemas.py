@@ -140,7 +140,19 @@ class SpectrumOut(BaseModel):
     high_frequency_delta: float = Field(
         description="delta at the last half-diagonal bin (the paper's scalar)"
     )
-    delta: list[float] = Field(description="delta(m) = L(m, m) - L(0, 0), m = 0 .. H/2 - 1")
+    delta: list[float] = Field(
+        description="delta(m) = L(m, m) - L(0, 0), m = 0 .. (H + 1) // 2 - 1 (the paper's half-diagonal bins)"
+    )
+    delta_bin: dict[str, Any] = Field(
+        description="The bin high_frequency_delta reads: index, cycles_per_image, radians_per_patch, label",
+        examples=[
+            {
+                "index": 3,
+                "cycles_per_image": [3, 3],
+                "label": "bin 3: 3 cycles per image, 3/4 pi per patch, 8x8 grid",
+            }
+        ],
+    )
     map: list[list[float]] = Field(description="H x W centred log-amplitude map (A4 step 5)")
 
 

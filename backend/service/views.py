@@ -319,7 +319,7 @@ class ViewService:
     async def _spectrum(self, v: SpectrumView, image_id: str, info: ModelInfo) -> View:
         import torch
 
-        from backend.analysis import half_diagonal_delta
+        from backend.analysis import delta_bin, half_diagonal_delta
 
         key = K.spectrum_key(*info.addr(image_id), v.state, v.depth)
         m = await self.captures.array(key, image_id, info, lambda b: b.spectrum[v.state][v.depth - v.first])
@@ -336,6 +336,7 @@ class ViewService:
             "state": v.state,
             "depth": v.depth,
             "high_frequency_delta": float(delta[-1]),
+            "delta_bin": delta_bin((int(m.shape[0]), int(m.shape[1]))),
         }
         return render.json_view(payload, {"delta": delta, "map": m})
 

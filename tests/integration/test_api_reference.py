@@ -35,3 +35,16 @@ async def test_reference_bad_filters_name_what_is_allowed(api: Api) -> None:
     assert "'entropy'" in message and "attention_distance" in message and "nmi" in message
     r = await api.client.get("/api/v1/reference", params={"family": "supervised"})
     assert r.status_code == 400 and "cl, mim" in r.json()["error"]["message"]
+
+
+async def test_spectrum_says_which_bin_it_reads(api: Api) -> None:
+    """The tiny model's 4 x 4 grid: the paper's (4 + 1) // 2 = 2 bins, the last at 1 cycle per image."""
+    from tests.integration.test_api import TINY, png_bytes
+
+    image = await api.upload_ok(png_bytes(3))
+    r = await api.client.get(f"/api/v1/images/{image}/spectrum", params={"model": TINY, "depth": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["delta"]) == 2 and body["delta_bin"]["index"] == 1
+    assert body["delta_bin"]["label"] == "bin 1: 1 cycle per image, 1/2 pi per patch, 4x4 grid"
+    assert body["high_frequency_delta"] == pytest.approx(body["delta"][body["delta_bin"]["index"]], abs=1e-5)
