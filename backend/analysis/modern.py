@@ -49,6 +49,27 @@ class ModernValues:
     def num_images(self) -> int:
         return int(self.effective_rank.shape[1])
 
+    def cpu(self) -> ModernValues:
+        """Float64 CPU copies (one transfer per tensor), for slicing per image without device syncs."""
+
+        def host(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.double().cpu()
+
+        token_norm, rank = host(self.token_norm), host(self.effective_rank)
+        assert token_norm is not None and rank is not None
+        positions = self.positions
+        if positions is not None:
+            positions = PositionSums(positions.count, positions.total.cpu(), positions.square.cpu())
+        return ModernValues(
+            token_norm=token_norm,
+            effective_rank=rank,
+            head_diversity=host(self.head_diversity),
+            cls_selectivity=host(self.cls_selectivity),
+            cls_self=host(self.cls_self),
+            positions=positions,
+            outlier_factor=self.outlier_factor,
+        )
+
     def select(self, i: int) -> ModernValues:
         """Image ``i`` alone (what ``modern_values`` gives on that image's trace)."""
         one = slice(i, i + 1)

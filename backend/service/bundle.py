@@ -51,6 +51,7 @@ class ModelInfo:
     num_prefix: int
     embed_dim: int
     num_parameters: int
+    has_cls: bool = True  # token 0 is a CLS token (I-JEPA, AIMv2 and register-only models have none)
 
     @property
     def num_patches(self) -> int:
@@ -67,6 +68,7 @@ class ModelInfo:
             "grid": list(self.grid),
             "patch_size": self.patch_size,
             "num_prefix_tokens": self.num_prefix,
+            "has_cls_token": self.has_cls,
             "embed_dim": self.embed_dim,
             "num_parameters": self.num_parameters,
             "weights_digest": self.digest,
@@ -87,7 +89,7 @@ def model_info_of(loaded: Any) -> ModelInfo:
     """Read ranges off a loaded model (runs on the runner's thread)."""
     import torch
 
-    from backend.capture import grid_and_patch
+    from backend.capture import grid_and_patch, has_cls_token
     from backend.imaging import model_preprocessing
 
     prep = model_preprocessing(loaded)  # the one rule (card, timm config, paper)
@@ -108,6 +110,7 @@ def model_info_of(loaded: Any) -> ModelInfo:
         num_prefix=n_prefix,
         embed_dim=int(getattr(model, "embed_dim", getattr(model, "num_features", 0))),
         num_parameters=int(loaded.num_parameters),
+        has_cls=has_cls_token(model),
     )
 
 
@@ -137,11 +140,13 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
     import torch
 
     from backend.analysis import attention_rollout, log_amplitude_spectrum
+    from backend.analysis.modern import modern_values, summarize_modern
     from backend.analysis.summary import PerImage, per_image_values, summarize
 
     prefix, grid = trace.num_prefix_tokens, trace.grid
     b = trace.batch_size
     values = per_image_values(trace)
+    modern = modern_values(trace).cpu()
     host = PerImage(
         *(t.double().cpu() for t in (values.distance, values.nmi, values.entropy, values.scalars))
     )
@@ -173,6 +178,7 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
             grid=grid,
             patch_size=trace.patch_size,
         )
+        metrics.update(summarize_modern(modern.select(i)))
         spectrum = {"out": spec_out[i], "attn": spec_attn[i]}
         out.append(Bundle(metrics, attention[i], rollout[i], spectrum, tokens[i]))
     return out

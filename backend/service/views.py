@@ -124,8 +124,10 @@ class AttentionView:
                 f"use 0..{info.heads - 1}, 'mean' or 'all'"
             )
         n = info.num_patches
-        if self.query is None and info.num_prefix < 1:
-            raise BadRequest(f"model {info.id} has no CLS token; query must be a patch index 0..{n - 1}")
+        if self.query is None and not info.has_cls:  # token 0 may be a register: never show its map as CLS
+            raise BadRequest(
+                f"this model ({info.id}) has no CLS token; query a patch (a row-major patch index 0..{n - 1})"
+            )
         if self.query is not None and self.query >= n:
             raise BadRequest(
                 f"query '{self.query}' is out of range: the {info.grid[0]}x{info.grid[1]} grid of model "

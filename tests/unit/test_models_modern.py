@@ -20,11 +20,13 @@ from torch import Tensor
 
 import backend.cli
 from backend.capture import capture
-from backend.errors import BadCheckpoint
+from backend.errors import BadCheckpoint, BadRequest
 from backend.models import catalog, import_checkpoint, load_model, plan
 from backend.models.catalog import BUILTIN, FAMILIES, IN_MEAN, PRESETS
 from backend.models.loading import build_model
 from backend.models.weights import release_file
+from backend.service.bundle import ModelInfo, model_info_of
+from backend.service.views import AttentionView
 
 MODERN = ("dinov3-vit-s16", "dinov3-vit-b16", "ijepa-vit-h14", "eva02-vit-b14-mim", "aimv2-vit-l14")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -232,3 +234,40 @@ def check_loaded(model_id: str, weights: dict[str, Tensor]) -> None:
     assert trace.grid == (grid, grid) and trace.num_layers == 2
     assert (trace.num_prefix_tokens, trace.has_cls) == (prefix, cls)
     assert trace.attentions[0].shape == (2, 2, prefix + grid * grid, prefix + grid * grid)
+
+
+@pytest.mark.parametrize("model_id", ["ijepa-vit-h14", "aimv2-vit-l14", "dinov3-vit-s16"])
+def test_cls_queries_of_models_without_cls_are_a_clear_400(
+    model_id: str, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view parameters are checked against the model: a CLS map of a model without CLS is refused, never
+    drawn from token 0 (a register or a patch)."""
+    spec = shrink(monkeypatch, model_id)
+    weights = random_params(spec, seed=7)
+    if spec.source == "url":
+        path = release_file(spec)
+        path.parent.mkdir(parents=True)
+        torch.save(ijepa_checkpoint(weights, weights), path)
+    else:
+        hub_file(cache, spec.location, weights)
+    info = model_info_of(load_model(model_id))
+    has_cls = CASES[model_id][3]
+    assert info.has_cls is has_cls and info.as_dict()["has_cls_token"] is has_cls
+    patch = AttentionView.parse(1, query="3")
+    patch.check(info)  # a patch query is always fine
+    for view in (AttentionView.parse(1, query="cls"), AttentionView.parse(2, query="cls", rollout=True)):
+        if has_cls:
+            view.check(info)
+            continue
+        with pytest.raises(
+            BadRequest, match=r"has no CLS token; query a patch \(a row-major patch index 0\.\.3\)"
+        ):
+            view.check(info)
+        assert BadRequest.status == 400
+
+
+def test_registers_without_cls_are_not_taken_for_cls() -> None:
+    info = ModelInfo("reg-only", "mim", "vit", "d", {}, 2, 2, (2, 2), 16, 4, 32, 1000, has_cls=False)
+    with pytest.raises(BadRequest, match="no CLS token"):
+        AttentionView.parse(1, query="cls").check(info)
+    AttentionView.parse(1, query="cls").check(replace(info, has_cls=True))
