@@ -284,6 +284,19 @@ class ApiClient:
         """``GET /reference``: the paper's published curves (static, so kept once fetched)."""
         return self._cached(("reference",), lambda: self._json("GET", "/reference"))
 
+    def claims(
+        self, roles: dict[str, str], *, image: str | None = None, set_id: str | None = None
+    ) -> dict[str, Any]:
+        """``GET /claims``: the paper's claims for ``roles`` (``cl``, ``mim`` and maybe ``hybrid`` model ids)
+        on one image or a set (exactly one of them)."""
+        params: dict[str, str] = dict(roles)
+        if set_id is not None:
+            params["set"] = segment(set_id, "set id", _SET_ID)
+        else:
+            params["image"] = segment(str(image), "image id", IMAGE_ID)
+        key = ("claims", tuple(sorted(params.items())))
+        return self._cached(key, lambda: self._json("GET", "/claims", params=params))
+
     def job(self, job_id: str) -> dict[str, Any]:
         body: dict[str, Any] = self._json("GET", f"/jobs/{segment(job_id, 'job id', _JOB_ID)}")
         return body

@@ -26,8 +26,8 @@ ROLE_NAMES = {"cl": "CL", "mim": "MIM", "hybrid": "hybrid"}
 # What each claim says, as a verb phrase of the selected models (held / not held).
 _SAYS: dict[str, tuple[str, str]] = {
     "distance": ("{cl} attends farther than {mim}", "{cl} does not attend farther than {mim}"),
-    "nmi": ("{cl}'s attention depends less on the query than {mim}'s (lower NMI)",
-            "{cl}'s attention does not depend less on the query than {mim}'s (NMI not lower)"),
+    "nmi": ("{cl}'s attention depends less on the query than {mim}'s",
+            "{cl}'s attention does not depend less on the query than {mim}'s"),
     "fourier": ("{mim} keeps more high-frequency content than {cl}",
                 "{mim} does not keep more high-frequency content than {cl}"),
     "hybrid": ("{hybrid}'s attention distance lies between {cl}'s and {mim}'s",

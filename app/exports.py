@@ -260,7 +260,8 @@ def decode_data_url(url: str) -> bytes:
 
 
 def figure_files(figures: list[dict[str, Any]]) -> list[ExportFile]:
-    """``figures``: ``{"name", "title", "png", "svg"}`` per drawn figure (data URLs); names made unique."""
+    """``figures``: ``{"name", "title", "meta", "png", "svg"}`` per drawn figure (data URLs; the title as
+    Plotly draws it, HTML stripped here); names made unique."""
     out: list[ExportFile] = []
     seen: dict[str, int] = {}
     for fig in figures:
@@ -268,7 +269,15 @@ def figure_files(figures: list[dict[str, Any]]) -> list[ExportFile]:
         n = seen.get(base, 0)
         seen[base] = n + 1
         name = base if n == 0 else f"{base}-{n + 1}"
-        title = str(fig.get("title") or name)
+        title = re.sub(r"<[^>]+>", "", str(fig.get("title") or name)).replace("●", "").strip()
+        meta = fig.get("meta") or {}
+        if all(k in meta for k in ("model", "layer", "head", "query")):
+            head = "mean of heads" if str(meta["head"]) == "mean" else f"head {meta['head']}"
+            where = query_label(meta["query"], meta.get("grid")).removeprefix("query-")
+            title += (
+                f" (A1: attention of query {where} (cls = the CLS token, rRcC = the patch in row R, column "
+                f"C) in block {meta['layer']}, {head}; numbers in {PREFIX}_attention.csv)"
+            )
         for fmt in ("png", "svg"):
             url = fig.get(fmt)
             if isinstance(url, str) and url:

@@ -23,11 +23,21 @@ def aria(**attrs: str) -> dict[str, Any]:
     return {f"aria-{k}": v for k, v in attrs.items()}
 
 
-def learn(name: str, summary: str = "Learn: what this shows and what the paper predicts") -> html.Details:
-    return html.Details(
-        [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")],
-        className="learn",
-    )
+def learn(
+    name: str,
+    summary: str = "Learn: what this shows and what the paper found",
+    *,
+    live_id: str | None = None,
+) -> html.Details:
+    """The teaching note ``help/<name>.md`` (what the paper found, with its setting); with ``live_id``, a part
+    below it that a callback fills with what the selected models show, computed from their numbers."""
+    children: list[Any] = [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")]
+    if live_id:
+        children += [
+            html.H4("What your models show", className="learn-live-title"),
+            html.Div(id=live_id, className="learn-live"),
+        ]
+    return html.Details(children, className="learn")
 
 
 def disclosure(prefix: str, label: str, children: list[Any], *, class_name: str = "subpanel") -> html.Div:

@@ -15,6 +15,7 @@ from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiClient, ApiError
+from app.components import claims
 from app.components.common import (
     IMG_STORE,
     MDL_CATALOG,
@@ -68,9 +69,10 @@ def layout() -> html.Section:
                 ],
                 className="panel-tools-row",
             ),
+            claims.layout(),
             html.Div(id="crv-msg"),
             panel_graph("crv-graph", 560, "vitscope-curves"),
-            learn("curves"),
+            learn("curves", live_id=claims.LIVE_ID),
         ],
         className="panel",
         id="crv-panel",
@@ -121,6 +123,7 @@ def fetch_reference(client: ApiClient, wanted: list[str] | None) -> tuple[dict[s
 
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
+    claims.register(app, ctx_)
 
     @app.callback(
         Output("crv-graph", "figure"),

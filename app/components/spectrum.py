@@ -10,6 +10,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiClient, ApiError
+from app.claims import spectrum_sentence
 from app.components.common import (
     IMG_STORE,
     MDL_STORE,
@@ -39,7 +40,7 @@ def layout() -> html.Section:
             radio_group("spc-state", "Tokens", [(k, v) for k, v in STATE_LABELS.items()], "out"),
             html.Div(id="spc-msg"),
             panel_graph("spc-graph", 380, "vitscope-spectrum"),
-            learn("spectrum"),
+            learn("spectrum", live_id="spc-live"),
         ],
         className="panel",
         id="spc-panel",
@@ -72,6 +73,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     @app.callback(
         Output("spc-graph", "figure"),
         Output("spc-msg", "children"),
+        Output("spc-live", "children"),
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input("spc-state", "value"),
@@ -79,8 +81,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
     )
     def draw(meta: dict[str, Any] | None, layer: int, state: str, models: list[str] | None) -> Any:
         if not meta or not meta.get("image") or not models:
-            return {"data": [], "layout": {"height": 380}}, html.Div(
-                "Spectra appear once there is an image and a model.", className="hint"
+            return (
+                {"data": [], "layout": {"height": 380}},
+                html.Div("Spectra appear once there is an image and a model.", className="hint"),
+                None,
             )
         spectra, depths, errors = fetch(client, meta, layer, state, list(models))
         titles = {m: f"{m} · depth {depths[m]}" for m in spectra}
@@ -91,8 +95,9 @@ def register(app: Dash, ctx_: AppContext) -> None:
             "one shared colour scale; the square marks the bin Δ log amplitude reads",
             filename=spectrum_name(state, layer),
         )
-        msg = error_list(errors)
-        return fig, msg
+        families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
+        live = spectrum_sentence(spectra, families, depths)
+        return fig, error_list(errors), html.P(live) if live else None
 
     register_image_export(app, "spc")
 

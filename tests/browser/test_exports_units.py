@@ -131,3 +131,12 @@ def test_figure_names_follow_what_the_figure_shows_now() -> None:
                            amap=[[0.25, 0.25], [0.25, 0.25]], grid=(2, 2), patch=4, layer=3, head="mean",
                            rc=(1, 0), opacity=0.5)  # fmt: skip
     assert fig.layout.meta["filename"] == "vitscope_cifar-cl-vit-t4_block3_head-mean_query-r1c0"
+
+
+def test_figure_readme_text_is_plain_and_says_what_a_map_shows() -> None:
+    png = "data:image/png;base64," + base64.b64encode(b"p").decode()
+    meta = {"model": "m", "layer": 4, "head": "mean", "query": 10, "grid": [8, 8]}
+    [f] = figure_files([{"name": "x", "title": '<span style="color:#1c62c4">●</span> <b>m</b> · CL', "meta": meta,
+                         "png": png}])  # fmt: skip
+    assert f.path == "figures/x.png" and "<" not in f.about and f.about.startswith("m · CL (A1: ")
+    assert "query r1c2" in f.about and "block 4, mean of heads" in f.about
