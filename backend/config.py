@@ -263,6 +263,16 @@ class Settings(UiSettings):
         default=256 * MiB, ge=0, description="Bytes one client may upload per hour (0: no cap)."
     )
     max_set_images: int = Field(default=64, ge=1, le=1024, description="Most images in one set.")
+    max_sets: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Set definitions kept on disk (least recently used out first; their bytes count in "
+        "data_dir_max_bytes).",
+    )
+    client_sets_per_hour: int = Field(
+        default=600, ge=0, le=1_000_000, description="Sets one client may create per hour (0: no cap)."
+    )
     max_embedding_points: int = Field(
         default=12544,
         ge=100,

@@ -74,12 +74,24 @@ def build_service(
     return AnalysisService(settings, store, RunnerPool(runners))
 
 
-def upload_ledger(settings: Settings) -> UploadLedger:
-    """The per-client upload caps: in Redis when one is configured (shared by replicas, kept on restart)."""
-    count, nbytes = settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour
-    if settings.redis_url and (count or nbytes):
-        return RedisUploadLedger(settings.redis_url, count, nbytes, timeout=settings.redis_timeout_s)
-    return UploadLedger(count, nbytes)
+def client_ledgers(settings: Settings) -> dict[str, UploadLedger]:
+    """The per-client hourly caps by route: uploads (count and bytes) and set creations (count); in Redis
+    when one is configured (shared by replicas, kept on restart)."""
+    caps = {
+        f"{API_PREFIX}/images": (settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour,
+                                 "uploads", "VITSCOPE_CLIENT_UPLOADS_PER_HOUR"),
+        f"{API_PREFIX}/sets": (settings.client_sets_per_hour, 0, "sets", "VITSCOPE_CLIENT_SETS_PER_HOUR"),
+    }  # fmt: skip
+    ledgers: dict[str, UploadLedger] = {}
+    for path, (count, nbytes, what, setting) in caps.items():
+        if settings.redis_url and (count or nbytes):
+            ledgers[path] = RedisUploadLedger(
+                settings.redis_url, count, nbytes, timeout=settings.redis_timeout_s,
+                prefix=f"vitscope:{what}:", what=what, setting=setting,
+            )  # fmt: skip
+        else:
+            ledgers[path] = UploadLedger(count, nbytes, what=what, setting=setting)
+    return ledgers
 
 
 def create_app(
@@ -102,7 +114,7 @@ def create_app(
     metrics = ApiMetrics()
     service = build_service(settings, metrics, store, loader)
     metrics.attach(service)
-    ledger = upload_ledger(settings)
+    ledgers = client_ledgers(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -111,7 +123,8 @@ def create_app(
             yield
         finally:
             await service.stop()
-            await ledger.close()
+            for ledger in ledgers.values():
+                await ledger.close()
 
     app = FastAPI(
         title="vitscope",
@@ -125,7 +138,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics
-    app.state.upload_ledger = ledger
+    app.state.client_ledgers = ledgers
     errors.install(app)
     app.include_router(api_router)
 
@@ -153,12 +166,10 @@ def create_app(
     )
     if settings.hot_cache_bytes > 0:
         app.add_middleware(FastLane, service=service)
-    ledger = app.state.upload_ledger
-    if ledger.enabled:
-        trusted = TrustedProxies(settings.trusted_proxies)
-        app.add_middleware(
-            UploadCaps, path=f"{API_PREFIX}/images", ledger=ledger, trusted=trusted, token=settings.token
-        )
+    trusted = TrustedProxies(settings.trusted_proxies)
+    for path, ledger in ledgers.items():
+        if ledger.enabled:
+            app.add_middleware(UploadCaps, path=path, ledger=ledger, trusted=trusted, token=settings.token)
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:
@@ -177,16 +188,19 @@ def create_app(
 
 
 def _install_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the files the ``swagger-ui-bundle`` package ships (no CDN: works offline).
+    """``/docs``: Swagger UI 5 from the files the ``fastapi-offline`` package ships (no CDN: works offline).
 
     Its URLs are relative to ``/docs``: the page also works behind a proxy that serves the API on a sub-path.
     """
+    from pathlib import Path
+
+    import fastapi_offline  # type: ignore[import-untyped,unused-ignore]
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped,unused-ignore]
 
-    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    assets = Path(fastapi_offline.__file__).parent / "static"  # swagger-ui-bundle.js, swagger-ui.css, favicon
+    app.mount("/docs/assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -195,7 +209,7 @@ def _install_docs(app: FastAPI) -> None:
             title="vitscope API",
             swagger_js_url="docs/assets/swagger-ui-bundle.js",
             swagger_css_url="docs/assets/swagger-ui.css",
-            swagger_favicon_url="docs/assets/favicon-32x32.png",
+            swagger_favicon_url="docs/assets/favicon.png",
         )
 
 

@@ -139,14 +139,23 @@ class _Usage:
 
 
 class UploadLedger:
-    """Uploads per client in the last hour (a sliding window), in memory: one process counts its own."""
+    """Uploads (or, with ``what="sets"``, set creations) per client in the last hour (a sliding window), in
+    memory: one process counts its own. ``setting`` names the count cap's variable in the messages."""
 
     def __init__(
-        self, per_hour: int, bytes_per_hour: int, clock: Callable[[], float] = time.monotonic
+        self,
+        per_hour: int,
+        bytes_per_hour: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        what: str = "uploads",
+        setting: str = "VITSCOPE_CLIENT_UPLOADS_PER_HOUR",
     ) -> None:
         self.per_hour = per_hour
         self.bytes_per_hour = bytes_per_hour
         self.clock = clock
+        self.what = what
+        self.setting = setting
         self._clients: OrderedDict[str, _Usage] = OrderedDict()
 
     @property
@@ -170,7 +179,7 @@ class UploadLedger:
         usage = self._usage(client, now)
         if self.per_hour and usage.count >= self.per_hour:
             wait = usage.events[0][0] + HOUR - now
-            return None, _too_many(client, usage.count, self.per_hour), max(1, math.ceil(wait))
+            return None, self._too_many(client, usage.count), max(1, math.ceil(wait))
         # A client's first upload in the window always fits (its size is bounded by max_upload_bytes).
         if self.bytes_per_hour and usage.events and usage.bytes + declared > self.bytes_per_hour:
             # Wait until enough of the oldest uploads leave the window for this one to fit.
@@ -197,12 +206,11 @@ class UploadLedger:
     async def close(self) -> None:
         return None
 
-
-def _too_many(client: str, count: int, per_hour: int) -> str:
-    return (
-        f"client {client} made {count} uploads in the last hour; at most {per_hour} per hour are allowed "
-        "(VITSCOPE_CLIENT_UPLOADS_PER_HOUR)"
-    )
+    def _too_many(self, client: str, count: int) -> str:
+        return (
+            f"client {client} made {count} {self.what} in the last hour; at most {self.per_hour} per hour "
+            f"are allowed ({self.setting})"
+        )
 
 
 def _too_big(client: str, total: int, declared: int, bytes_per_hour: int) -> str:
@@ -263,12 +271,14 @@ class RedisUploadLedger(UploadLedger):
         timeout: float = 0.25,
         prefix: str = "vitscope:uploads:",
         clock: Callable[[], float] = time.time,
+        what: str = "uploads",
+        setting: str = "VITSCOPE_CLIENT_UPLOADS_PER_HOUR",
     ) -> None:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        super().__init__(per_hour, bytes_per_hour, clock=clock)
+        super().__init__(per_hour, bytes_per_hour, clock=clock, what=what, setting=setting)
         self.prefix = prefix
         self.timeout = timeout
         self._redis = aioredis.Redis.from_url(
@@ -302,7 +312,7 @@ class RedisUploadLedger(UploadLedger):
             return ("redis", key, f"{member}:{max(0, declared)}", member), "", 0
         retry = max(1, math.ceil(float(wait)))
         if int(which) == 1:
-            return None, _too_many(client, int(count), self.per_hour), retry
+            return None, self._too_many(client, int(count)), retry
         return None, _too_big(client, int(total), declared, self.bytes_per_hour), retry
 
     async def settle(self, entry: Any, seen: int) -> None:
@@ -320,10 +330,11 @@ class RedisUploadLedger(UploadLedger):
 
 
 class UploadCaps:
-    """Pure ASGI middleware: 429 + ``Retry-After`` when a client passes its hourly upload caps.
+    """Pure ASGI middleware: 429 + ``Retry-After`` when a client passes its hourly caps on ``POST path``.
 
-    Each ``POST /api/v1/images`` that gets through counts once, with the bytes of its body as they arrive
-    (a declared ``Content-Length`` is checked first, before one byte is read).
+    Each ``POST`` to the path (``/api/v1/images``, ``/api/v1/sets``) that gets through counts once, with
+    the bytes of its body as they arrive (a declared ``Content-Length`` is checked first, before one byte is
+    read).
     """
 
     def __init__(
@@ -360,7 +371,7 @@ class UploadCaps:
         entry, why, retry = await self.ledger.reserve(client, declared)
         if entry is None:
             message = f"{why}; retry in {retry} s"
-            await error_response(429, "too_many_uploads", message, {"Retry-After": str(retry)})(
+            await error_response(429, f"too_many_{self.ledger.what}", message, {"Retry-After": str(retry)})(
                 scope, receive, send
             )
             return

@@ -7,7 +7,9 @@ same Redis can serve them (they copy them to their own folder on first use).
 Layout under ``<data_dir>/images``: ``ab/<sha256>`` (the exact uploaded bytes) and ``ab/<sha256>.json``
 (``{"width", "height", "format", "animated", "bytes"}``). When the folder grows over its byte bound, the least
 recently used images are deleted first (their ids then answer 404 and the client uploads again). Files are
-written atomically (temporary name, then rename), so a crash never leaves half an image.
+written atomically (temporary name, then rename), so a crash never leaves half an image; the temporary files a
+crash leaves behind are swept at start-up (and whenever the folder is over its bound). Set definitions count
+in the same bound (``companions``): whichever entry was used least recently goes first.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from backend.cache import Store
 from backend.cache import keys as K
@@ -62,6 +64,36 @@ class ImageMeta:
         return MEDIA_TYPES.get(self.format.upper(), "application/octet-stream")
 
 
+# A temporary file older than this belongs to no write in progress (writes take milliseconds): a crash's.
+STALE_TMP_S = 60.0
+
+
+def sweep_partial(root: Path, older_than: float = STALE_TMP_S) -> int:
+    """Delete the ``.*.tmp`` files under ``root`` that a crash mid-write left behind; returns their bytes."""
+    cutoff = time.time() - older_than
+    freed = 0
+    for path in root.rglob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            info = path.stat()
+            if info.st_mtime < cutoff:
+                path.unlink()
+                freed += info.st_size
+    if freed:
+        log.info("removed %d bytes of partial files a crash left under %s", freed, root)
+    return freed
+
+
+class Companion(Protocol):
+    """Other entries of the data folder counted in its bound (the set definitions)."""
+
+    @property
+    def total_bytes(self) -> int: ...
+
+    def oldest(self) -> tuple[float, str] | None: ...
+
+    def remove(self, entry_id: str) -> int: ...
+
+
 class ImageFolder:
     """Thread-safe; every method does blocking file I/O (call it from a worker thread where that matters)."""
 
@@ -71,7 +103,9 @@ class ImageFolder:
         self._lock = threading.Lock()
         self._index: dict[str, ImageMeta] = {}
         self._used: dict[str, float] = {}
+        self.companions: list[Companion] = []
         self.root.mkdir(parents=True, exist_ok=True)
+        sweep_partial(self.root)
         self._scan()
 
     def _paths(self, image_id: str) -> tuple[Path, Path]:
@@ -112,8 +146,8 @@ class ImageFolder:
                 self._touch(image_id, data_path)
                 return
             data_path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(data_path, data)
-            _atomic_write(meta_path, json.dumps(asdict(meta)).encode())
+            atomic_write(data_path, data)
+            atomic_write(meta_path, json.dumps(asdict(meta)).encode())
             self._index[image_id] = meta
             self._used[image_id] = time.time()
             self._enforce_bound(keep=image_id)
@@ -140,15 +174,30 @@ class ImageFolder:
                 os.utime(data_path, (now, now))
         self._used[image_id] = now
 
-    def _enforce_bound(self, keep: str) -> None:
-        total = self.total_bytes
+    def enforce(self) -> None:
+        """Bring images and companions back under the bound (after a companion wrote)."""
+        with self._lock:
+            self._enforce_bound(keep=None)
+
+    def _enforce_bound(self, keep: str | None) -> None:
+        total = self.total_bytes + sum(c.total_bytes for c in self.companions)
         if total <= self.max_bytes:
             return
-        for image_id in sorted(self._used, key=self._used.__getitem__):
-            if total <= self.max_bytes:
-                break
-            if image_id == keep:
+        sweep_partial(self.root)
+        images = sorted((t, iid) for iid, t in self._used.items() if iid != keep)  # oldest first
+        next_image = 0
+        while total > self.max_bytes:
+            image = images[next_image] if next_image < len(images) else None
+            olds = [(old, c) for c in self.companions if (old := c.oldest()) is not None]
+            companion = min(olds, key=lambda pair: pair[0][0]) if olds else None
+            if companion is not None and (image is None or companion[0][0] < image[0]):
+                (_, entry_id), owner = companion
+                total -= owner.remove(entry_id)
                 continue
+            if image is None:
+                break
+            next_image += 1
+            image_id = image[1]
             meta = self._index.pop(image_id, None)
             self._used.pop(image_id, None)
             if meta is None:
@@ -160,11 +209,16 @@ class ImageFolder:
             log.info("uploads over %d bytes: removed least recently used image %s", self.max_bytes, image_id)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: no partial file stays behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class ImageService:

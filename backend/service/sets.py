@@ -7,11 +7,13 @@ the cache (other replicas read it from there).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import os
 import threading
-from collections.abc import Hashable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from backend.service import render
 from backend.service.aggregate import aggregate_metrics
 from backend.service.bundle import Captures
 from backend.service.hot import HotCache, View
-from backend.service.images import IMAGE_ID_RE, ImageService
+from backend.service.images import IMAGE_ID_RE, ImageService, atomic_write, sweep_partial
 from backend.service.jobs import Job, JobManager
 from backend.service.models import ModelService
 
@@ -33,23 +35,95 @@ log = logging.getLogger(__name__)
 
 
 class SetFolder:
-    def __init__(self, root: Path) -> None:
+    """Set definitions on disk, at most ``max_sets`` of them (least recently used out first), counted in the
+    data folder's byte bound by the image folder (a companion of it); a bounded memory index of members.
+
+    Thread-safe; every method does blocking file I/O.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_sets: int = 10_000,
+        index_size: int = 1024,
+        on_write: Callable[[], None] | None = None,
+    ) -> None:
         self.root = Path(root) / "sets"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_sets = max_sets
+        self.index_size = index_size
+        self._on_write = on_write
         self._lock = threading.Lock()
-        self._index: dict[str, list[str]] = {}
+        self._index: OrderedDict[str, list[str]] = OrderedDict()  # members of recently used sets
+        # id -> (last use, bytes) of every set on disk, least recently used first
+        self._files: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        sweep_partial(self.root)
+        found = []
+        for path in self.root.glob("*.json"):
+            with contextlib.suppress(OSError):
+                if IMAGE_ID_RE.match(path.stem):
+                    info = path.stat()
+                    found.append((info.st_mtime, path.stem, info.st_size))
+        for used, set_id, size in sorted(found):
+            self._files[set_id] = (used, size)
+        with self._lock:
+            self._trim()
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size in self._files.values())
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def oldest(self) -> tuple[float, str] | None:
+        with self._lock:
+            for set_id, (used, _) in self._files.items():
+                return used, set_id
+            return None
+
+    def remove(self, set_id: str) -> int:
+        with self._lock:
+            return self._remove(set_id)
+
+    def _remove(self, set_id: str) -> int:
+        self._index.pop(set_id, None)
+        _, size = self._files.pop(set_id, (0.0, 0))
+        with contextlib.suppress(OSError):
+            (self.root / f"{set_id}.json").unlink()
+        return size
+
+    def _trim(self) -> None:
+        while len(self._files) > self.max_sets:
+            self._remove(next(iter(self._files)))
+        while len(self._index) > self.index_size:
+            self._index.popitem(last=False)
+
+    def _used(self, set_id: str) -> None:
+        entry = self._files.get(set_id)
+        if entry is not None:
+            self._files[set_id] = (time.time(), entry[1])
+            self._files.move_to_end(set_id)
 
     def get(self, set_id: str) -> list[str] | None:
-        members = self._index.get(set_id)
-        if members is not None:
-            return members
+        with self._lock:
+            members = self._index.get(set_id)
+            if members is not None:
+                self._index.move_to_end(set_id)
+                self._used(set_id)
+                return members
         path = self.root / f"{set_id}.json"
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
         if isinstance(data, list) and all(isinstance(v, str) for v in data):
-            self._index[set_id] = data
+            with self._lock:
+                self._index[set_id] = data
+                self._used(set_id)
+                self._trim()
             return data
         log.warning("ignoring malformed set file %s", path)
         return None
@@ -58,11 +132,16 @@ class SetFolder:
         with self._lock:
             self._index[set_id] = list(members)
             path = self.root / f"{set_id}.json"
-            if path.exists():
+            if set_id in self._files and path.exists():
+                self._used(set_id)
+                self._trim()
                 return
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(members))
-            os.replace(tmp, path)
+            data = json.dumps(members).encode()
+            atomic_write(path, data)
+            self._files[set_id] = (time.time(), len(data))
+            self._trim()
+        if self._on_write is not None:
+            self._on_write()  # the data folder's byte bound (outside this lock: it calls oldest/remove)
 
 
 class SetService:
@@ -83,7 +162,8 @@ class SetService:
         self.images = images
         self.models = models
         self.captures = captures
-        self.folder = SetFolder(settings.data_dir)
+        self.folder = SetFolder(settings.data_dir, max_sets=settings.max_sets, on_write=images.folder.enforce)
+        images.folder.companions.append(self.folder)  # sets count in VITSCOPE_DATA_DIR_MAX_BYTES
 
     async def create(self, image_ids: list[str]) -> str:
         limit = self.settings.max_set_images
