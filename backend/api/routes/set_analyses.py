@@ -1,0 +1,49 @@
+"""Set-level analyses from the cached patch tokens: linear CKA between two models, positional share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from backend.api.deps import ModelParam, ModelsDep, SetId, SetsDep
+from backend.api.routes.sets import _ACCEPTED, _answer
+from backend.api.schemas import errors
+from backend.service.set_analyses import SetAnalyses
+
+router = APIRouter(prefix="/sets", tags=["sets"])
+
+_MODEL = Query(min_length=1, max_length=80, description="Model id (GET /models)")
+
+
+@router.get(
+    "/{set_id}/cka",
+    responses={**_ACCEPTED, **errors(400, 404, 409, 422, 503)},
+    summary="Linear CKA between every depth of two models on a set, with a permutation null",
+)
+async def cka(
+    sets: SetsDep,
+    set_id: SetId,
+    model_a: Annotated[str, _MODEL],
+    model_b: Annotated[str, _MODEL],
+) -> Response:
+    """``cka[i][j]``: linear CKA between depth ``i`` of ``model_a`` and depth ``j`` of ``model_b`` (0 = the
+    embedding), on each image's mean patch token (N images x C, centred over images):
+    ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``. ``null_mean`` / ``null_std``: the same with the images of
+    ``model_b`` shuffled (20 permutations, seed 0); ``calibrated = cka - null_mean``. Needs 2+ images."""
+    return _answer(await SetAnalyses(sets).cka(set_id, model_a, model_b))
+
+
+@router.get(
+    "/{set_id}/positional-share",
+    responses={**_ACCEPTED, **errors(400, 404, 409, 422, 503)},
+    summary="Share of the patch tokens' variance that is the same at each position for every image",
+)
+async def positional_share(
+    sets: SetsDep, models: ModelsDep, set_id: SetId, model: ModelParam = None
+) -> Response:
+    """Per depth: ``n * sum_{t,c} p[t,c]^2 / sum_{i,t,c} (z - mu)^2`` with ``p[t,c]`` the mean over images of
+    the token at position ``t`` minus the overall mean ``mu_c`` (1 = only position matters). Needs 2+ images;
+    computed on the cached float16 tokens."""
+    return _answer(await SetAnalyses(sets).positional_share(set_id, model or models.default_model))

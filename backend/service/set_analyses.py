@@ -1,0 +1,157 @@
+"""Set-level analyses from the cached patch tokens of every image and depth: linear CKA between two models
+(with its permutation null) and the positional share of one model, computed as jobs like the set metrics.
+
+They need the whole set at once, so they cannot come from per-image metrics: each reads the cached
+``x_out`` patch tokens (float16, ``tokens_key``; a capture when they are missing) image by image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+
+from backend.cache import keys as K
+from backend.errors import BadRequest
+from backend.service import render
+from backend.service.bundle import ModelInfo
+from backend.service.hot import View
+from backend.service.jobs import Job
+from backend.service.sets import SetService
+
+
+def cka_view_key(set_id: str, a: ModelInfo, b: ModelInfo) -> str:
+    """The rendered CKA of two models on a set (model b's address as extra parts)."""
+    prep_b = json.dumps(b.preprocessing, sort_keys=True)
+    return K.make_key("view-set-cka", set_id, a.id, a.digest, a.preprocessing, b.id, b.digest, prep_b)
+
+
+def positional_share_view_key(set_id: str, info: ModelInfo) -> str:
+    return K.make_key("view-set-positional-share", set_id, info.id, info.digest, info.preprocessing)
+
+
+class SetAnalyses:
+    """``GET /sets/{id}/cka`` and ``GET /sets/{id}/positional-share`` on top of a SetService (its members,
+    captures, cache, jobs and wait)."""
+
+    def __init__(self, sets: SetService) -> None:
+        self.sets = sets
+
+    async def _members(self, set_id: str, what: str) -> list[str]:
+        members = await self.sets.members(set_id)
+        if len(members) < 2:
+            raise BadRequest(f"{what} needs a set of 2 or more images, this set has {len(members)}")
+        return members
+
+    async def _tokens(self, info: ModelInfo, image_id: str, depth: int) -> np.ndarray:
+        key = K.tokens_key(*info.addr(image_id), "out", depth)
+        arr = await self.sets.captures.array(key, image_id, info, lambda b: b.tokens[depth])
+        return np.asarray(arr, dtype=np.float64)  # (Np, C)
+
+    async def _image_means(self, info: ModelInfo, members: list[str], job: Job) -> np.ndarray:
+        """``(L + 1, N, C)``: each image's mean patch token at every depth."""
+        sem = asyncio.Semaphore(max(1, self.sets.settings.max_batch))
+
+        async def one(iid: str) -> np.ndarray:
+            async with sem:
+                means = [(await self._tokens(info, iid, d)).mean(0) for d in range(info.layers + 1)]
+            job.advance()
+            return np.stack(means)
+
+        return np.stack(await asyncio.gather(*(one(i) for i in members)), axis=1)
+
+    async def cka(self, set_id: str, model_a: str, model_b: str) -> View | Job:
+        members = await self._members(set_id, "CKA")
+        a, b = await self.sets.models.info(model_a), await self.sets.models.info(model_b)
+        hot_key = ("set-cka", set_id, a.id, a.digest, b.id, b.digest)
+        skey = cka_view_key(set_id, a, b)
+        found = await self.sets._cached(hot_key, skey)
+        if found is not None:
+            return found
+
+        async def work(job: Job) -> View:
+            import torch
+
+            from backend.analysis.cka import CKA_PERMUTATIONS, CKA_SEED, cka_with_null
+
+            x = await self._image_means(a, members, job)
+            y = x if b.id == a.id and b.digest == a.digest else await self._image_means(b, members, job)
+            res = await asyncio.to_thread(cka_with_null, torch.from_numpy(x), torch.from_numpy(y))
+            payload: dict[str, Any] = {
+                "set": set_id,
+                "images": members,
+                "model_a": a.id,
+                "model_b": b.id,
+                "depth_a": list(range(a.layers + 1)),
+                "depth_b": list(range(b.layers + 1)),
+                "representation": "each image's mean patch token (x_out, no prefix), centred over images",
+                "permutations": CKA_PERMUTATIONS,
+                "seed": CKA_SEED,
+                "cka": res.cka.tolist(),
+                "null_mean": res.null.mean(0).tolist(),
+                "null_std": res.null.std(0, correction=0).tolist(),
+                "calibrated": res.calibrated.tolist(),
+            }
+            view = render.json_object_view(payload)
+            await self.sets.store.set(skey, view.body)
+            self.sets.hot.put(hot_key, view)
+            return view
+
+        same = a.id == b.id and a.digest == b.digest
+        job = self.sets.jobs.ensure(
+            hot_key,
+            "set-cka",
+            f"CKA of set {set_id[:12]}: {a.id} vs {b.id}",
+            work,
+            result_url=f"/api/v1/sets/{set_id}/cka?model_a={a.id}&model_b={b.id}",
+            total=len(members) * (1 if same else 2),
+        )
+        return await self.sets._wait(job)
+
+    async def positional_share(self, set_id: str, model_id: str) -> View | Job:
+        members = await self._members(set_id, "the positional share")
+        info = await self.sets.models.info(model_id)
+        hot_key = ("set-positional-share", set_id, info.id, info.digest)
+        skey = positional_share_view_key(set_id, info)
+        found = await self.sets._cached(hot_key, skey)
+        if found is not None:
+            return found
+
+        async def work(job: Job) -> View:
+            import torch
+
+            from backend.analysis.representation import PositionSums, positional_share
+
+            sums: PositionSums | None = None
+            for iid in members:  # one image at a time: the sums stay (L + 1, Np, C)
+                depths = [await self._tokens(info, iid, d) for d in range(info.layers + 1)]
+                part = PositionSums.of([torch.from_numpy(t)[None] for t in depths], 0)
+                sums = part if sums is None else PositionSums.add([sums, part])
+                job.advance()
+            assert sums is not None
+            share = positional_share(sums)
+            assert share is not None
+            payload = {
+                "set": set_id,
+                "images": members,
+                "model": info.id,
+                "depth": list(range(info.layers + 1)),
+                "value": share.tolist(),
+                "num_images": len(members),
+            }
+            view = render.json_object_view(payload)
+            await self.sets.store.set(skey, view.body)
+            self.sets.hot.put(hot_key, view)
+            return view
+
+        job = self.sets.jobs.ensure(
+            hot_key,
+            "set-positional-share",
+            f"positional share of set {set_id[:12]} with {info.id}",
+            work,
+            result_url=f"/api/v1/sets/{set_id}/positional-share?model={info.id}",
+            total=len(members),
+        )
+        return await self.sets._wait(job)

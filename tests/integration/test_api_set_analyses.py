@@ -1,0 +1,127 @@
+"""``GET /sets/{id}/cka`` and ``/sets/{id}/positional-share`` end to end (real Redis), checked against the
+analyses run directly on a capture of the same images; the new metrics and the no-CLS 400 through the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.analysis.cka import cka_with_null, image_means
+from backend.analysis.representation import positional_share_of
+from tests.integration.test_api import (
+    TINY,
+    TINY_KWARGS,
+    Api,
+    png_bytes,
+    reference_trace,
+    running,
+    settings_for,
+    write_tiny_model,
+)
+
+pytestmark = pytest.mark.integration
+NO_CLS = "tiny-no-cls"
+
+
+@pytest.fixture(scope="module")
+def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("set_analyses_models")
+    write_tiny_model(folder)
+    write_tiny_model(folder, "tiny-vit-b", seed=1)
+    write_tiny_model(folder, NO_CLS, seed=2)  # then the card is made class-token free (avg pool)
+    card_path = folder / "imported" / f"{NO_CLS}.json"
+    card = json.loads(card_path.read_text())
+    card["arch_kwargs"] = {**TINY_KWARGS, "class_token": False, "global_pool": "avg"}
+    from safetensors.torch import save_file
+
+    from backend.models.loading import build_model
+
+    model = build_model(card["arch"], card["arch_kwargs"])
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "imported" / card["weights"])
+    )
+    card_path.write_text(json.dumps(card))
+    return folder
+
+
+@pytest.fixture
+async def api(
+    models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Api]:
+    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(models_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
+        yield a
+
+
+async def test_cka_and_positional_share_of_a_set(api: Api) -> None:
+    data = [png_bytes(seed) for seed in range(4)]
+    ids = [await api.upload_ok(d) for d in data]
+    set_id = (await api.client.post("/api/v1/sets", json={"images": ids})).json()["id"]
+
+    r = await api.client.get(f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY, "model_b": TINY})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model_a"], body["model_b"], body["images"]) == (TINY, TINY, ids)
+    assert body["depth_a"] == body["depth_b"] == [0, 1, 2] and (body["permutations"], body["seed"]) == (20, 0)
+    # the same numbers from a direct capture (the API reads float16 tokens: a loose tolerance)
+    _, trace = reference_trace(data)
+    x = image_means(trace.x_out, trace.num_prefix_tokens).double()
+    want = cka_with_null(x, x)
+    assert torch.tensor(body["cka"]) == pytest.approx(want.cka, abs=2e-3)
+    assert torch.tensor(body["null_mean"]) == pytest.approx(want.null.mean(0), abs=2e-3)
+    assert torch.tensor(body["calibrated"]) == pytest.approx(want.calibrated, abs=4e-3)
+    assert [body["cka"][i][i] for i in range(3)] == pytest.approx([1, 1, 1], abs=1e-9)
+
+    r = await api.client.get(f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY, "model_b": "tiny-vit-b"})
+    assert r.status_code == 200, r.text
+    other = r.json()
+    assert len(other["cka"]) == 3 and all(len(row) == 3 for row in other["cka"])
+    assert other["cka"] != body["cka"]
+
+    r = await api.client.get(f"/api/v1/sets/{set_id}/positional-share", params={"model": TINY})
+    assert r.status_code == 200, r.text
+    share = r.json()
+    assert share["depth"] == [0, 1, 2] and share["num_images"] == 4
+    expected = positional_share_of(trace.x_out, trace.num_prefix_tokens)
+    assert expected is not None
+    assert share["value"] == pytest.approx(expected.tolist(), abs=2e-3)
+
+
+async def test_set_analyses_refuse_what_they_cannot_compute(api: Api) -> None:
+    one = await api.upload_ok(png_bytes(9))
+    set_id = (await api.client.post("/api/v1/sets", json={"images": [one]})).json()["id"]
+    r = await api.client.get(f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY, "model_b": TINY})
+    assert r.status_code == 400 and "2 or more images" in r.text
+    r = await api.client.get(f"/api/v1/sets/{set_id}/positional-share", params={"model": TINY})
+    assert r.status_code == 400 and "2 or more images" in r.text
+    two = await api.upload_ok(png_bytes(10))
+    set_id = (await api.client.post("/api/v1/sets", json={"images": [one, two]})).json()["id"]
+    r = await api.client.get(f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY})
+    assert r.status_code == 422  # model_b is required
+    r = await api.client.get(
+        f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY, "model_b": "no-such-model"}
+    )
+    assert r.status_code == 404
+
+
+async def test_image_metrics_and_a_model_without_cls(api: Api) -> None:
+    iid = await api.upload_ok(png_bytes(3))
+    m = (await api.client.get(f"/api/v1/images/{iid}/metrics", params={"model": TINY})).json()
+    assert m["token_norm"]["depth"] == [0, 1, 2] and len(m["effective_rank"]["value"]) == 3
+    assert len(m["cls_selectivity"]["mean"]) == 2 and m["positional_share"] is None  # one image
+    r = await api.client.get(f"/api/v1/images/{iid}/metrics", params={"model": NO_CLS})
+    assert r.status_code == 200 and r.json()["cls_selectivity"] is None and r.json()["cls_self"] is None
+    r = await api.client.get(f"/api/v1/images/{iid}/attention", params={"model": NO_CLS, "layer": 1})
+    assert r.status_code == 400, r.text  # the default query is cls
+    assert "has no CLS token; query a patch (a row-major patch index 0..15)" in r.text
+    r = await api.client.get(
+        f"/api/v1/images/{iid}/attention", params={"model": NO_CLS, "layer": 1, "query": 5}
+    )
+    assert r.status_code == 200, r.text
+    r = await api.client.get(f"/api/v1/images/{iid}/attention", params={"model": TINY, "layer": 1})
+    assert r.status_code == 200, r.text
