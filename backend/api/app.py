@@ -195,8 +195,6 @@ def _install_docs(app: FastAPI) -> None:
     from pathlib import Path
 
     import fastapi_offline  # type: ignore[import-untyped,unused-ignore]
-    from pathlib import Path
-
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.responses import HTMLResponse
     from fastapi.staticfiles import StaticFiles
