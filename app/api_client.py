@@ -301,6 +301,10 @@ class ApiClient:
         body: dict[str, Any] = self._json("GET", f"/jobs/{segment(job_id, 'job id', _JOB_ID)}")
         return body
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """``GET /jobs``: recent jobs, newest first."""
+        return list(self._json("GET", "/jobs")["jobs"])
+
     def pull(self, model_id: str) -> dict[str, Any]:
         """``POST /models/{id}/pull`` without waiting: ``{"job": {...}}`` (202) or the model (200)."""
         resp = self._request("POST", f"/models/{segment(model_id, 'model id', _MODEL_ID)}/pull")

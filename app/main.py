@@ -32,7 +32,7 @@ from app.components import (
     spectrum,
     tokens,
 )
-from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE
+from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, QUERY_STORE, aria
 from app.context import ASSETS_DIR, AppContext
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     html.Div(id="url-note"),
                     html.Div([images.layout(ctx), models.layout()], className="setup"),
                     controls.layout(),
+                    html.Div(id="work-status", className="work-status", role="status", **aria(live="polite")),
                     export_all.layout(),
                     attention.layout(),
                     curves.layout(),

@@ -2,7 +2,8 @@
 
 - ``GET /_vitscope/attention``: one attention map for the page's script (the click fast path);
 - ``POST /_vitscope/upload``: one image file from the drop zone, passed on to ``POST /images``;
-- ``GET /_vitscope/jobs/<id>``: a job's progress (model downloads), for the page's progress bar.
+- ``GET /_vitscope/jobs/<id>``: a job's progress (model downloads), for the page's progress bar;
+- ``GET /_vitscope/work``: the set work under way (``done`` of ``total`` images), for the page's status line.
 
 In class mode they apply the API's rules for anonymous students: only the example gallery's images and the
 server's default models, no uploads (403 with the reason). Any other path the page does not serve is a 404.
@@ -111,3 +112,17 @@ def install(server: flask.Flask, ctx: AppContext, prefix: str) -> None:
             return flask.jsonify(ctx.client.job(job_id))
         except ApiError as exc:
             return _api_error(exc)
+
+    @server.route("/_vitscope/work")
+    def work() -> Any:
+        """Set jobs under way, as "description: done of total" for the status line while panels compute."""
+        try:
+            jobs = ctx.client.jobs()
+        except ApiError as exc:
+            return _api_error(exc)
+        running = [
+            {"kind": j["kind"], "description": j["description"], "done": j["done"], "total": j["total"]}
+            for j in jobs
+            if j["status"] in ("queued", "running") and j["kind"] in ("set-metrics", "embeddings")
+        ]
+        return flask.jsonify({"work": running})

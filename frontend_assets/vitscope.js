@@ -304,6 +304,31 @@
     });
   }
 
+  // --- set work: "metrics of set … with m: 7 of 14 images" while a panel computes ---------------------------
+  var work = { busy: false };
+
+  function describeWork(list) {
+    return list.map(function (j) {
+      var count = j.kind === "set-metrics" ? ": " + j.done + " of " + j.total + " images" : "";
+      return j.description + count;
+    }).join(" · ");
+  }
+
+  function pollWork() {
+    var el = document.getElementById("work-status");
+    var loading = document.querySelector("[data-dash-is-loading='true']");
+    if (!el || work.busy || (!loading && !el.textContent)) return;
+    work.busy = true;
+    fetch(prefix() + "_vitscope/work", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : { work: [] }; })
+      .then(function (body) {
+        var text = describeWork(body.work || []);
+        el.textContent = text ? "Working on the set: " + text : "";
+      }, function () { el.textContent = ""; })
+      .finally(function () { work.busy = false; });
+  }
+  window.setInterval(pollWork, 700);
+
   var hookQueued = false;
   new MutationObserver(function () {
     if (hookQueued) return;
@@ -335,9 +360,8 @@
           .then(function (r) { return r.json(); })
           .then(function (j) {
             if (j.error && !j.status) { setProps(msg, { children: j.error.message }); resolve(false); return; }
-            var frac = j.total ? j.done / j.total : j.progress;
-            setProps(id, { value: String(frac) });
-            setProps(msg, { children: j.total ? j.done + " of " + j.total : Math.round(100 * frac) + " %" });
+            setProps(id, { value: String(j.progress) });
+            setProps(msg, { children: Math.round(100 * j.progress) + " %" });
             if (j.status === "succeeded") { setProps(msg, { children: "downloaded" }); resolve(true); return; }
             if (j.status === "failed") {
               setProps(msg, { children: (j.error && j.error.message) || "the download failed" });

@@ -1,7 +1,9 @@
 """Fuzzing: schemathesis over the OpenAPI document, and hypothesis over the parameters of real images.
 
-Both hit a live uvicorn server (real HTTP, in a thread) and allow any 2xx-4xx answer, never a 5xx. The number
-of examples is bounded (``VITSCOPE_FUZZ_EXAMPLES``, default 12 per operation) to keep CI quick.
+Both hit a live uvicorn server (real HTTP, in a thread) and allow any 2xx-4xx answer, never a 5xx. Each answer
+schemathesis sees is also checked against the document (response schema and content type conformance): the
+UI's API client relies on those shapes and has no fallbacks. The number of examples is bounded
+(``VITSCOPE_FUZZ_EXAMPLES``, default 12 per operation) to keep CI quick.
 
 5xx answers the service can give by design, never for a valid single request on an idle server: 503 while
 warming up or when the queue is full, 504 when a request waits longer than ``request_timeout_s``.
@@ -26,6 +28,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from backend.api import create_app
 from tests.integration.test_api import TINY, settings_for, tiny_models_cache
@@ -34,6 +37,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["tiny_models_cache"]
 
 EXAMPLES = int(os.environ.get("VITSCOPE_FUZZ_EXAMPLES", "12"))
+CONFORMANCE = [response_schema_conformance, content_type_conformance]
 
 
 def _free_port() -> int:
@@ -110,7 +114,12 @@ def test_openapi_no_server_errors(live: Live) -> None:
                 failures.append(
                     f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
                 )
-            elif response.status_code >= 400:
+                return
+            try:
+                case.validate_response(response, checks=CONFORMANCE)
+            except AssertionError as exc:  # schemathesis' failures (a group of them) are AssertionErrors
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {exc}"[:600])
+            if response.status_code >= 400:
                 ctype = response.headers.get("content-type") or [""]
                 if str(ctype[0] if isinstance(ctype, list) else ctype).startswith("application/json"):
                     err = response.json()["error"]
@@ -118,6 +127,46 @@ def test_openapi_no_server_errors(live: Live) -> None:
 
         check()
     assert not failures, failures
+
+
+def test_valid_answers_match_their_schemas(live: Live) -> None:
+    """The answers to valid requests (real images, a set, the tiny model) are what the document says."""
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    ops = {(o.method.upper(), o.path): o for o in (r.ok() for r in schema.get_all_operations())}
+    image, set_id = live.image_ids[0], live.set_id
+    all_heads = {"model": TINY, "head": "all", "layer": 2}
+    job = live.http.get("/api/v1/jobs").json()["jobs"]
+    requests: list[tuple[str, str, dict[str, Any], dict[str, Any], Any]] = [
+        ("GET", "/health", {}, {}, None),
+        ("GET", "/ready", {}, {}, None),
+        ("GET", "/models", {}, {}, None),
+        ("GET", "/models/{model_id}", {"model_id": TINY}, {}, None),
+        ("GET", "/images/{image_id}/metrics", {"image_id": image}, {"model": TINY}, None),
+        ("GET", "/images/{image_id}/attention", {"image_id": image}, {"model": TINY, "layer": 1}, None),
+        ("GET", "/images/{image_id}/attention", {"image_id": image}, all_heads,
+         None),
+        ("GET", "/images/{image_id}/spectrum", {"image_id": image}, {"model": TINY, "depth": 1}, None),
+        ("POST", "/sets", {}, {}, {"images": live.image_ids}),
+        ("GET", "/sets/{set_id}", {"set_id": set_id}, {}, None),
+        ("GET", "/sets/{set_id}/metrics", {"set_id": set_id}, {"model": TINY}, None),
+        ("GET", "/sets/{set_id}/embeddings", {"set_id": set_id}, {"model": TINY, "layer": 1}, None),
+        ("GET", "/jobs", {}, {}, None),
+        ("GET", "/reference", {}, {}, None),
+    ]  # fmt: skip
+    if job:
+        requests.append(("GET", "/jobs/{job_id}", {"job_id": job[0]["id"]}, {}, None))
+    checked = 0
+    for method, path, params, query, body in requests:
+        operation = ops[(method, "/api/v1" + path)]
+        kwargs: dict[str, Any] = {"path_parameters": params, "query": query}
+        if body is not None:
+            kwargs.update(body=body, media_type="application/json")
+        case = operation.Case(**kwargs)
+        response = case.call()
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:300]}"
+        case.validate_response(response, checks=CONFORMANCE)
+        checked += 1
+    assert checked == len(requests)
 
 
 QUERIES = st.fixed_dictionaries(

@@ -6,6 +6,7 @@ Flask's test client drives the Dash server in-process; the API it would call is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -278,12 +279,17 @@ def class_api(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
     return seen
 
 
+def gallery_image_id() -> str:
+    """The API's id (sha256) of one example of the UI's gallery: an image class mode lets in."""
+    from app import gallery
+
+    return hashlib.sha256(gallery.read(gallery.available()[0].key)[0]).hexdigest()
+
+
 def test_class_mode_proxy_allows_only_gallery_images_and_default_models(
     class_api: list[httpx.Request],
 ) -> None:
-    from app import gallery
-
-    example = sorted(gallery.digests())[0]
+    example = gallery_image_id()
     client = dash_server(class_mode=True).test_client()
     r = client.get(f"/_vitscope/attention?image={example}&model=vit_giant_patch14_224&layer=1")
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "class_mode"
@@ -333,9 +339,7 @@ def test_forged_store_values_never_reach_other_api_routes(class_api: list[httpx.
 
 
 def test_class_mode_shapes_only_for_default_models(class_api: list[httpx.Request]) -> None:
-    from app import gallery
-
-    example = sorted(gallery.digests())[0]
+    example = gallery_image_id()
     client = dash_server(class_mode=True).test_client()
     meta = _model_shapes(
         client, {"ids": [example], "active": example}, ["preloaded", "vit_giant_patch14_224"]
