@@ -1,4 +1,10 @@
-"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra."""
+"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra.
+
+Each ``*_figure`` function builds the figure (the tests read it); ``plot_*`` saves it. The curves overlay the
+paper's published curves (dashed, ``backend.reference``) and switch attention distance to the relative scale
+(distance / the grid's uniform-attention distance) whenever the models' grids, or the paper's 14 x 14 grid at
+patch 16, differ: pixels of a 32 px and a 224 px input are not one axis.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 FAMILY_COLORS = {
@@ -21,14 +28,17 @@ FAMILY_COLORS = {
     "supervised": "#2ca02c",
     "baseline": "#7f7f7f",
 }
-LINESTYLES = ["-", "--", ":", "-."]
-
-CURVES = [
-    ("attention_distance", "Mean attention distance (px)", "block"),
-    ("nmi", "NMI(query; key)", "block"),
-    ("attention_entropy", "Attention entropy (nats)", "block"),
-    ("delta_log_amplitude", "Δ log amplitude (high freq.)", "depth"),
-]
+LINESTYLES = ["-", "-.", ":", (0, (5, 1))]  # plain "--" is kept for the paper's curves
+PAPER_STYLE: dict[str, Any] = {"ls": "--", "lw": 1.4, "alpha": 0.75, "marker": "None"}
+# (series id in paper_reference.json, legend label): what the curves panel overlays, per metric
+PAPER_OVERLAYS = {
+    "attention_distance": [("mocov3-b16.attention_distance", "paper: MoCo v3 ViT-B/16, ImageNet")],
+    "nmi": [("mocov3-b16.nmi", "paper: MoCo v3 ViT-B/16, ImageNet")],
+    "delta_log_amplitude": [
+        ("mocov3-b16.delta_log_amplitude", "paper: MoCo v3 ViT-B/16, ImageNet"),
+        ("simmim-b16.delta_log_amplitude", "paper: SimMIM ViT-B/16, ImageNet"),
+    ],
+}
 
 
 @dataclass
@@ -41,9 +51,10 @@ class AttentionPanel:
     grid: tuple[int, int]
     # query label -> (grid (row, col) or None for CLS, array (L, H, W) of head-mean maps)
     maps: dict[str, tuple[tuple[int, int] | None, np.ndarray]]
+    image_name: str = ""  # which image the maps show (its file name), in the title
 
 
-def _style(models: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+def _style(models: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     seen: dict[str, int] = {}
     styles = []
     for m in models:
@@ -54,10 +65,47 @@ def _style(models: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     return styles
 
 
-def plot_curves(metrics: Sequence[dict[str, Any]], path: Path) -> None:
-    """Per-layer curves overlaid across models, one colour per family, a band of one std over images."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    for ax, (key, title, axis) in zip(axes.flat, CURVES, strict=True):
+def distance_scale(metrics: Sequence[dict[str, Any]], with_paper: bool = True) -> str:
+    """ "px" when every model (and the paper, when overlaid) has one grid and patch size, else "relative"."""
+    from backend.reference import PAPER_GRID, PAPER_PATCH_SIZE
+
+    shapes = {(tuple(m["grid"]), int(m["patch_size"])) for m in metrics}
+    if with_paper:
+        shapes.add((PAPER_GRID, PAPER_PATCH_SIZE))
+    return "px" if len(shapes) == 1 else "relative"
+
+
+def _delta_title(metrics: Sequence[dict[str, Any]]) -> str:
+    labels = list(
+        dict.fromkeys(
+            m["delta_log_amplitude_bin"]["label"] for m in metrics if "delta_log_amplitude_bin" in m
+        )
+    )
+    if len(labels) == 1:
+        return f"Δ log amplitude, {labels[0]}"
+    return "Δ log amplitude, last half-diagonal bin of each grid"
+
+
+def curves_figure(metrics: Sequence[dict[str, Any]], with_paper: bool = True) -> Figure:
+    """Per-layer curves overlaid across models (one colour per family, a band of one std over images), each
+    model's uniform-attention level as a faint line, and the paper's curves dashed."""
+    from backend.reference import paper_reference, paper_series
+
+    scale = distance_scale(metrics, with_paper)
+    distance_key = "attention_distance" if scale == "px" else "attention_distance_relative"
+    panels = [
+        (
+            distance_key,
+            "Mean attention distance (px)" if scale == "px" else "Attention distance / uniform (1 = uniform)",
+            "block",
+            "attention_distance",
+        ),
+        ("nmi", "NMI(query; key)", "block", "nmi"),
+        ("attention_entropy", "Attention entropy (nats)", "block", None),
+        ("delta_log_amplitude", _delta_title(metrics), "depth", "delta_log_amplitude"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 8))
+    for ax, (key, title, axis, paper_metric) in zip(axes.flat, panels, strict=True):
         for m, (color, ls) in zip(metrics, _style(metrics), strict=True):
             block = m[key]
             if axis == "depth":
@@ -66,34 +114,64 @@ def plot_curves(metrics: Sequence[dict[str, Any]], path: Path) -> None:
                 y = np.asarray(block["mean"])
                 x = np.arange(1, len(y) + 1)
             std = np.asarray(block["std"])
-            ax.plot(x, y, ls, color=color, marker="o", ms=3, label=f"{m['model']} ({m['family']})")
+            ax.plot(x, y, ls=ls, color=color, marker="o", ms=3, label=f"{m['model']} ({m['family']})")
             if std.any():
                 ax.fill_between(x, y - std, y + std, color=color, alpha=0.15, lw=0)
-        ax.set_title(title)
+            if key == "attention_distance":  # each model's uniform level (its own grid)
+                ax.axhline(m["uniform_attention_distance"], color=color, lw=0.8, alpha=0.3)
+        if key == "attention_distance_relative":
+            ax.axhline(1.0, color="#555555", lw=0.8, alpha=0.35, label="uniform attention")
+        if with_paper and paper_metric is not None:
+            for series_id, label in PAPER_OVERLAYS[paper_metric]:
+                s = paper_series(series_id)
+                values = s["values_relative"] if key == "attention_distance_relative" else s["values"]
+                color = FAMILY_COLORS[s["family"]]
+                ax.plot(s["x_values"], values, color=color, label=label, **PAPER_STYLE)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("depth (0 = embedding)" if axis == "depth" else "block")
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+        ax.legend(fontsize=7)
     n = metrics[0].get("num_images", 1) if metrics else 0
-    fig.suptitle(f"Per-layer analyses, mean over {n} image(s); band = ±1 std over images")
+    note = ""
+    if with_paper:
+        uniform = paper_reference()["uniform_attention_distance"]
+        note = f"; dashed: the paper's curves (ViT-B/16, 14x14 grid, uniform distance {uniform:.1f} px)"
+    fig.suptitle(f"Per-layer analyses, mean over {n} image(s); band = ±1 std over images{note}", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(metrics: Sequence[dict[str, Any]], path: Path, with_paper: bool = True) -> None:
+    fig = curves_figure(metrics, with_paper)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> None:
-    """Rows: queries (the marker shows the query patch); columns: layers; head-mean maps over the image."""
+def attention_figure(panel: AttentionPanel, max_layers: int = 12) -> Figure:
+    """Rows: queries (the box marks the query patch); columns: layers; head-mean maps over the image, all on
+    one colour scale from 0 to the largest weight shown, with a colourbar that marks the uniform weight."""
     n_layers = next(iter(panel.maps.values()))[1].shape[0]
     layers = np.unique(np.linspace(0, n_layers - 1, min(max_layers, n_layers)).round().astype(int))
     rows = len(panel.maps)
-    fig, axes = plt.subplots(rows, len(layers), figsize=(1.6 * len(layers), 1.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, len(layers), figsize=(1.6 * len(layers) + 1.2, 1.7 * rows + 0.6), squeeze=False
+    )
+    vmax = max(float(maps[layers].max()) for _, maps in panel.maps.values())
     w_px, h_px = panel.image.size
     p = panel.patch_size
+    im = None
     for r, (label, (cell, maps)) in enumerate(panel.maps.items()):
         for c, layer in enumerate(layers):
             ax = axes[r][c]
             ax.imshow(panel.image)
-            ax.imshow(
-                maps[layer], cmap="inferno", alpha=0.6, extent=(0, w_px, h_px, 0), interpolation="nearest"
+            im = ax.imshow(
+                maps[layer],
+                cmap="inferno",
+                alpha=0.6,
+                vmin=0.0,
+                vmax=vmax,
+                extent=(0, w_px, h_px, 0),
+                interpolation="nearest",
             )
             if cell is not None:  # a patch at (row, col) covers [row*P, (row+1)*P) x [col*P, (col+1)*P)
                 ax.add_patch(plt.Rectangle((cell[1] * p, cell[0] * p), p, p, fill=False, ec="cyan", lw=1.2))
@@ -103,33 +181,60 @@ def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> N
                 ax.set_title(f"block {layer + 1}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{panel.model}: attention of one query (mean over heads)", fontsize=10)
-    fig.tight_layout()
+    patches = panel.grid[0] * panel.grid[1]
+    if im is not None:
+        bar = fig.colorbar(im, ax=axes, shrink=0.85, pad=0.02)
+        bar.set_label(f"attention weight (uniform = 1/{patches} = {1 / patches:.3g})", fontsize=8)
+        bar.ax.axhline(1 / patches, color="cyan", lw=1)
+    shown = f" on {panel.image_name}" if panel.image_name else ""
+    fig.suptitle(f"{panel.model}{shown}: attention of one query (mean over heads)", fontsize=10)
+    return fig
+
+
+def plot_attention(panel: AttentionPanel, path: Path, max_layers: int = 12) -> None:
+    fig = attention_figure(panel, max_layers)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def plot_spectra(spectra: dict[str, np.ndarray], path: Path, columns: int = 5) -> None:
+def spectra_figure(spectra: dict[str, np.ndarray], columns: int = 5) -> Figure:
     """Rows: models; columns: the same fractions of each model's depth (models may differ in depth);
-    shifted 2D log amplitude (mean over images), one shared colour scale."""
+    shifted 2D log amplitude (mean over images) on axes in cycles per image, one shared colour scale; the
+    circle marks the bin the Δ log amplitude reads."""
+    from backend.analysis.spectrum import half_diagonal_bins
+
     names = list(spectra)
     fractions = np.linspace(0.0, 1.0, columns)
     picks = {n: (fractions * (spectra[n].shape[0] - 1)).round().astype(int) for n in names}
     lo = min(float(spectra[n][picks[n]].min()) for n in names)
     hi = max(float(spectra[n][picks[n]].max()) for n in names)
-    fig, axes = plt.subplots(len(names), columns, figsize=(2.2 * columns, 2.3 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), columns, figsize=(2.2 * columns, 2.4 * len(names)), squeeze=False)
     im = None
     for r, name in enumerate(names):
+        h, w = spectra[name].shape[-2:]
+        # pixel (i, j) is frequency (i - h // 2, j - w // 2) cycles per image (fftshift)
+        extent = (-(w // 2) - 0.5, w - w // 2 - 0.5, h - h // 2 - 0.5, -(h // 2) - 0.5)
+        m = half_diagonal_bins((h, w)) - 1
         for c, d in enumerate(picks[name]):
             ax = axes[r][c]
-            im = ax.imshow(spectra[name][d], cmap="viridis", vmin=lo, vmax=hi)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            im = ax.imshow(spectra[name][d], cmap="viridis", vmin=lo, vmax=hi, extent=extent)
+            ax.plot([m], [m], marker="o", mfc="none", mec="white", ms=7, mew=1.2)
+            ax.tick_params(labelsize=6)
             ax.set_title(f"depth {d}", fontsize=8)
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
+                ax.set_ylabel(f"{name}\ncycles per image", fontsize=7)
+            if r == len(names) - 1:
+                ax.set_xlabel("cycles per image", fontsize=7)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label="log amplitude (centred)")
-    fig.suptitle("2D Fourier spectrum of block outputs (zero frequency at the centre)", fontsize=10)
+    fig.suptitle(
+        "2D Fourier spectrum of block outputs (zero frequency at the centre; ○ = the Δ log amplitude bin)",
+        fontsize=10,
+    )
+    return fig
+
+
+def plot_spectra(spectra: dict[str, np.ndarray], path: Path, columns: int = 5) -> None:
+    fig = spectra_figure(spectra, columns)
     fig.savefig(path, dpi=100)
     plt.close(fig)

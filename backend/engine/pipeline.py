@@ -210,7 +210,12 @@ def write_figures(
         info = engine.infos[model_id]
         view = model_view(image, info.preprocessing)
         panel = AttentionPanel(
-            model=model_id, image=view, patch_size=info.patch_size, grid=info.grid, maps=maps
+            model=model_id,
+            image=view,
+            patch_size=info.patch_size,
+            grid=info.grid,
+            maps=maps,
+            image_name=Path(first[0].path).name,
         )
         plot_attention(panel, opts.out / f"attention_{safe_name(model_id)}.png")
         spectra[model_id] = spectrum

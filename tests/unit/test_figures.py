@@ -1,0 +1,133 @@
+"""The analyze figures: the paper's curves overlaid (dashed, labelled), the relative scale where grids differ,
+the delta bin named, attention strips labelled with one colour scale and a colourbar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from backend.analysis import compute_metrics
+from backend.capture import Trace
+from backend.figures import (
+    AttentionPanel,
+    attention_figure,
+    curves_figure,
+    distance_scale,
+    plot_attention,
+    plot_curves,
+    plot_spectra,
+    spectra_figure,
+)
+from backend.reference import paper_series
+
+PAPER_CL = "paper: MoCo v3 ViT-B/16, ImageNet"
+
+
+def metrics_for(
+    grid: tuple[int, int], patch: int, family: str, layers: int = 3, seed: int = 0
+) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    n = 1 + grid[0] * grid[1]
+    attn = [torch.softmax(3 * torch.randn(2, 2, n, n, generator=g), -1) for _ in range(layers)]
+    states = [torch.randn(2, n, 8, generator=g) for _ in range(2 * layers + 1)]
+    trace = Trace(
+        attentions=attn,
+        x_attn=states[layers + 1 :],
+        x_out=states[: layers + 1],
+        grid=grid,
+        patch_size=patch,
+        num_prefix_tokens=1,
+        model_id=f"{family}-{grid[0]}",
+        preprocessing={},
+    )
+    return compute_metrics(trace, family)
+
+
+def lines(ax: Any) -> dict[str, Any]:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_grids_differ_relative_scale_with_the_paper_dashed() -> None:
+    models = [metrics_for((4, 4), 8, "cl"), metrics_for((14, 14), 16, "mim", seed=1)]
+    assert distance_scale(models) == "relative"
+    fig = curves_figure(models)
+    distance, nmi, _, delta = fig.axes[:4]
+    assert "uniform" in distance.get_title() and "px" not in distance.get_title()
+    found = lines(distance)
+    np.testing.assert_allclose(
+        found["cl-4 (cl)"].get_ydata(), models[0]["attention_distance_relative"]["mean"], rtol=1e-12
+    )
+    paper = found[PAPER_CL]
+    assert paper.get_linestyle() == "--"
+    np.testing.assert_allclose(
+        paper.get_ydata(), paper_series("mocov3-b16.attention_distance")["values_relative"]
+    )
+    np.testing.assert_allclose(found["uniform attention"].get_ydata(), [1.0, 1.0])
+    assert lines(nmi)[PAPER_CL].get_linestyle() == "--"
+    assert {"paper: SimMIM ViT-B/16, ImageNet", PAPER_CL} <= set(lines(delta))
+    # both grids' bins differ: the title says so instead of naming one
+    assert "last half-diagonal bin of each grid" in delta.get_title()
+
+
+def test_paper_grid_in_pixels_with_each_uniform_level() -> None:
+    models = [metrics_for((14, 14), 16, "cl"), metrics_for((14, 14), 16, "mim", seed=2)]
+    assert distance_scale(models) == "px"
+    distance, *_, delta = curves_figure(models).axes[:4]
+    assert "(px)" in distance.get_title()
+    found = lines(distance)
+    np.testing.assert_allclose(
+        found[PAPER_CL].get_ydata(), paper_series("mocov3-b16.attention_distance")["values"]
+    )
+    uniform = [ln for ln in distance.get_lines() if ln.get_label().startswith("_")]  # axhline: no legend
+    assert any(np.allclose(ln.get_ydata(), 116.4922, atol=1e-3) for ln in uniform)
+    assert delta.get_title() == "Δ log amplitude, bin 6: 6 cycles per image, 6/7 pi per patch, 14x14 grid"
+
+
+def test_without_the_paper_one_small_grid_stays_in_pixels() -> None:
+    models = [metrics_for((4, 4), 8, "cl"), metrics_for((4, 4), 8, "mim", seed=3)]
+    assert distance_scale(models, with_paper=False) == "px"
+    assert distance_scale(models) == "relative"  # the paper's 14 x 14 grid is on the axis too
+    distance = curves_figure(models, with_paper=False).axes[0]
+    assert PAPER_CL not in lines(distance) and "(px)" in distance.get_title()
+
+
+def test_attention_strip_is_labelled_on_one_scale_with_a_colourbar() -> None:
+    rng = np.random.default_rng(0)
+    maps = {
+        "centre": ((2, 2), rng.random((3, 4, 4)) * 0.3),
+        "CLS": (None, rng.random((3, 4, 4)) * 0.9),
+    }
+    panel = AttentionPanel("m", Image.new("RGB", (32, 32)), 8, (4, 4), maps, image_name="cat-0001.jpg")
+    fig = attention_figure(panel)
+    assert fig._suptitle is not None and "cat-0001.jpg" in fig._suptitle.get_text()
+    overlays = [ax.get_images()[1] for ax in fig.axes[:6]]
+    vmax = max(float(m.max()) for _, m in maps.values())
+    assert {im.get_clim() for im in overlays} == {(0.0, vmax)}
+    assert len(fig.axes) == 7  # 2 queries x 3 layers, and the colourbar
+    assert "uniform = 1/16" in fig.axes[-1].get_ylabel()
+
+
+def test_spectra_share_a_scale_and_mark_the_bin(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    spectra = {"a": rng.normal(size=(4, 8, 8)), "b": rng.normal(size=(3, 7, 7)) + 2}
+    fig = spectra_figure(spectra, columns=3)
+    clims = {ax.get_images()[0].get_clim() for ax in fig.axes[:6]}
+    assert len(clims) == 1
+    lo, hi = clims.pop()
+    picked = np.concatenate([spectra["a"][[0, 2, 3]].ravel(), spectra["b"][[0, 1, 2]].ravel()])
+    assert (lo, hi) == pytest.approx((picked.min(), picked.max()))
+    marks = [ax.get_lines()[0].get_xydata()[0].tolist() for ax in (fig.axes[0], fig.axes[3])]
+    assert marks == [[3.0, 3.0], [3.0, 3.0]]  # 8x8: bin 3; 7x7: bin (7 + 1) // 2 - 1 = 3
+    plot_spectra(spectra, tmp_path / "s.png")
+    plot_curves([metrics_for((4, 4), 8, "cl")], tmp_path / "c.png")
+    panel = AttentionPanel(
+        "m", Image.new("RGB", (32, 32)), 8, (4, 4), {"q": ((0, 0), np.ones((2, 4, 4)) / 16)}
+    )
+    plot_attention(panel, tmp_path / "a.png")
+    for name in ("s.png", "c.png", "a.png"):
+        assert Image.open(tmp_path / name).size[0] > 300
