@@ -95,16 +95,37 @@ class RayEngine:
                 ray.init(address=address, log_to_driver=False)
             else:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        self.actors: list[Any] = []
+        try:
+            described = self._start(args, actors, actor_cpus)
+        except BaseException:
+            self.close()  # a Ray instance started here does not outlive a failed start
+            raise
+        count = len(self.actors)
+        self.device = f"{described[0][0]} x {count} Ray actor(s)"
+        self.infos: dict[str, ModelInfo] = described[0][1]
+        self.window = 2 * count + 2
+        self._next = 0
+
+    def _start(self, args: WorkerArgs, actors: int | None, actor_cpus: float) -> list[Any]:
+        """The actor pool (one per GPU, or CPU actors), each loading every model; what each reports."""
+        ray = self.ray
         gpus = int(ray.cluster_resources().get("GPU", 0))
         on_gpu = args.device != "cpu" and gpus > 0
         if args.device == "cuda" and not gpus:
             raise BadRequest("--device cuda was asked for, but the Ray cluster has no GPU; use cpu or auto")
         count = actors or (gpus if on_gpu else 1)
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if not on_gpu and count * actor_cpus >= cpus:
+            raise BadRequest(
+                f"{count} actor(s) x {actor_cpus:g} CPU would take all {cpus:g} CPUs of the Ray cluster and "
+                "leave none to decode images: lower --actors or --actor-cpus"
+            )
         threads = max(1, int(actor_cpus))
         options: dict[str, Any] = {"num_cpus": actor_cpus, "num_gpus": 1 if on_gpu else 0}
         remote_worker: Any = ray.remote(Worker).options(**options)
         device = "cuda" if on_gpu else "cpu"
-        self.actors: list[Any] = [
+        self.actors = [
             remote_worker.remote(args.model_ids, device, args.mode, args.download, threads)
             for _ in range(count)
         ]
@@ -115,10 +136,7 @@ class RayEngine:
         except ray.exceptions.RayError as exc:
             _raise_cause(exc)
             raise
-        self.device = f"{described[0][0]} x {count} Ray actor(s)"
-        self.infos: dict[str, ModelInfo] = described[0][1]
-        self.window = 2 * count + 2
-        self._next = 0
+        return described
 
     def submit(self, refs: Sequence[ImageRef], wanted: Sequence[frozenset[str]]) -> Any:
         meta, pixels = self._prepare.remote(list(refs), self._preps)

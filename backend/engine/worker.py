@@ -19,7 +19,7 @@ from backend.analysis import head_mean, log_amplitude_spectrum, query_map
 from backend.analysis.summary import PerImage, per_image_values
 from backend.capture import Trace, capture, grid_and_patch
 from backend.engine.sources import ImageRef
-from backend.errors import BadImage
+from backend.errors import BadImage, VitscopeError
 from backend.imaging import Preprocessing, model_preprocessing, preprocess
 from backend.uploads import decode_image, image_id
 
@@ -82,8 +82,6 @@ class Worker:
     def __init__(
         self, model_ids: Sequence[str], device: str, mode: str, download: bool, threads: int | None = None
     ) -> None:
-        from backend.models import load_model
-
         if threads:
             torch.set_num_threads(threads)
         if device == "auto":
@@ -91,6 +89,17 @@ class Worker:
         self.device = torch.device(device)
         self.models: dict[str, Any] = {}
         self.infos: dict[str, ModelInfo] = {}
+        # A Ray actor whose __init__ raises dies and Ray keeps only the text: keep the error for describe(),
+        # so that it reaches the driver as itself (its message says how to get the weights).
+        self.error: VitscopeError | None = None
+        try:
+            self._load(model_ids, mode, download)
+        except VitscopeError as exc:
+            self.error = exc
+
+    def _load(self, model_ids: Sequence[str], mode: str, download: bool) -> None:
+        from backend.models import load_model
+
         for model_id in model_ids:
             loaded = load_model(model_id, self.device, download=download)
             prep = model_preprocessing(loaded, mode)
@@ -102,6 +111,8 @@ class Worker:
             )
 
     def describe(self) -> tuple[str, dict[str, ModelInfo]]:
+        if self.error is not None:
+            raise self.error
         return str(self.device), self.infos
 
     def preprocessings(self) -> list[Preprocessing]:

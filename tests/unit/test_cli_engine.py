@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -205,13 +206,39 @@ def test_parts_left_by_a_killed_run_count_as_done(tmp_path: Path) -> None:
     assert pq.read_table(store.file)["image"].to_pylist() == [str(folder / p.name) for p in images]
 
 
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One real Ray instance on this machine (2 CPUs) for the Ray tests; the engine uses it as it finds it."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_ray_errors_reach_the_user_as_themselves(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = str(folder_of(tmp_path / "imgs", shared_images(1)))
+    out = str(tmp_path / "out")
+    # An actor that cannot load its model: the loader's message (what to fetch), not a Ray traceback.
+    assert analyze(folder, "--models", "mae-vit-b16", "--out", out, "--engine", "ray") == 2
+    assert "vitscope models pull mae-vit-b16" in capsys.readouterr().err
+    # Actors taking every CPU would starve the decoding tasks forever: refused up front.
+    assert (
+        analyze(folder, "--models", "cifar-mim-vit-t4", "--out", out, "--engine", "ray", "--actor-cpus", "2")
+        == 2
+    )
+    assert "leave none to decode images" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_ray_engine_gives_the_local_numbers(tmp_path: Path) -> None:
     """12 images (a shard of 8 and a folder of 4) through a real local Ray (2 CPUs, one CPU actor)."""
     shard = shard_of(tmp_path / "shard-000.tar", shared_images(6, "boat") + shared_images(2, "dog"))
     folder = folder_of(tmp_path / "imgs", shared_images(4, "cat"))
     common = [str(shard), str(folder), "--models", DEMO, "--batch-size", "4", "--no-figures"]
     assert analyze(*common, "--out", str(tmp_path / "local")) == 0
-    assert analyze(*common, "--out", str(tmp_path / "ray"), "--engine", "ray", "--ray-num-cpus", "2") == 0
+    assert analyze(*common, "--out", str(tmp_path / "ray"), "--engine", "ray") == 0
     local, ray = metrics(tmp_path / "local"), metrics(tmp_path / "ray")
     assert ray["engine"] == "ray" and "Ray actor" in ray["device"]
     assert ray["images"] == local["images"] and len(local["images"]) == 12
