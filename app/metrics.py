@@ -5,8 +5,7 @@ The object (``backend.analysis.summary``): ``layers``, ``heads``, ``grid``, ``pa
 ``{"mean": [L], "std": [L], "per_head": [L][heads]}``, ``attention_distance_relative`` the same divided by the
 grid's ``uniform_attention_distance`` (px); ``delta_log_amplitude`` as
 ``{"depth": [0..L], "value": [L+1], "std": [L+1]}`` (and ``delta_log_amplitude_attn`` on blocks 1..L).
-Reading is tolerant (a plain list, ``value`` or ``mean``): a small change of the object does not
-blank the page.
+The shapes are the API's (its responses are validated against their schemas in tests), read as they are.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ EXPORTED: tuple[MetricSpec, ...] = (*METRICS, DISTANCE_RELATIVE)
 
 DistanceScale = Literal["px", "relative"]
 SCALE_CHOICES: tuple[tuple[str, str], ...] = (
-    ("auto", "relative where grids differ"),
+    ("auto", "auto: relative where grids differ"),
     ("px", "pixels of each model's input"),
     ("relative", "relative to uniform attention"),
 )
@@ -76,40 +75,26 @@ def uniform_distance(metrics: dict[str, Any]) -> float | None:
     return float(u) if isinstance(u, int | float) and u > 0 else None
 
 
-def _floats(values: Any) -> list[float] | None:
-    if not isinstance(values, list) or not values:
-        return None
-    try:
-        return [float(v) if v is not None else float("nan") for v in values]
-    except (TypeError, ValueError):
-        return None
+def _floats(values: list[Any]) -> list[float]:
+    return [float(v) if v is not None else float("nan") for v in values]  # JSON null = NaN
 
 
 def read_curve(metrics: dict[str, Any], spec: MetricSpec) -> Curve | None:
+    """One metric's curve as the API sends it, or None when the object has no such metric (an older
+    ``metrics.json``). Blocks ``1..L`` for attention metrics, the object's own ``depth`` for delta."""
     raw = metrics.get(spec.key)
-    if isinstance(raw, list):
-        mean, std, per_head, depth = _floats(raw), None, None, None
-    elif isinstance(raw, dict):
-        mean = _floats(raw.get("mean", raw.get("value", raw.get("values"))))
-        std = _floats(raw.get("std"))
-        per_head_raw = raw.get("per_head")
-        per_head = (
-            [row for row in (_floats(r) for r in per_head_raw) if row is not None]
-            if isinstance(per_head_raw, list)
-            else None
-        )
-        depth = raw.get("depth")
-    else:
+    if not isinstance(raw, dict):
         return None
-    if mean is None:
-        return None
-    if isinstance(depth, list) and len(depth) == len(mean):
-        x = [int(d) for d in depth]
+    if spec.depth_from_zero:
+        mean = _floats(raw["value"])
+        x = [int(d) for d in raw["depth"]]
+        per_head = None
     else:
-        x = list(range(0 if spec.depth_from_zero else 1, len(mean) + (0 if spec.depth_from_zero else 1)))
-    if std is not None and len(std) != len(mean):
-        std = None
-    return Curve(x=x, mean=mean, std=std, per_head=per_head or None)
+        mean = _floats(raw["mean"])
+        x = list(range(1, len(mean) + 1))
+        per_head = [_floats(row) for row in raw["per_head"]] if raw.get("per_head") else None
+    std = _floats(raw["std"]) if raw.get("std") else None
+    return Curve(x=x, mean=mean, std=std, per_head=per_head)
 
 
 @dataclass(frozen=True)

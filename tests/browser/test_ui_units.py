@@ -86,7 +86,6 @@ def test_read_curves_and_shape() -> None:
     assert dist.per_head is not None and len(dist.per_head[0]) == 2
     dla = read_curve(m, METRICS[3])
     assert dla is not None and dla.x == [0, 1, 2, 3]
-    assert read_curve({"nmi": [0.5, 0.4]}, METRICS[1]) is not None  # a plain list reads too
     assert read_curve({}, METRICS[1]) is None
     shape = read_shape(m)
     assert (shape.layers, shape.heads, shape.grid, shape.patch_size) == (3, 2, (14, 14), 16)
