@@ -18,6 +18,7 @@ import flask
 from app.api_client import ApiError
 from app.auth import client_address
 from app.context import AppContext
+from app.exports import attention_name
 from app.state import head_param, image_id, model_id
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
@@ -69,10 +70,12 @@ def install(server: flask.Flask, ctx: AppContext, prefix: str) -> None:
             refused = ctx.refusal(image, model)
             if refused:
                 return json_error(403, "class_mode", refused)
-            body = ctx.client.attention(image, model, layer, head_param(args.get("head", "mean")), query)
+            head = head_param(args.get("head", "mean"))
+            body = ctx.client.attention(image, model, layer, head, query)
         except ApiError as exc:
             return _api_error(exc)
-        return flask.jsonify(body)
+        # What an export of the redrawn map is called (the script keeps it in the figure's layout.meta).
+        return flask.jsonify({**body, "filename": attention_name(model, layer, head, query, body["grid"])})
 
     @server.route("/_vitscope/upload", methods=["POST"])
     def upload() -> Any:

@@ -137,7 +137,7 @@
           return;
         }
         var title = String((x.g.gd.layout.title && x.g.gd.layout.title.text) || "").split("<br>")[0];
-        var meta = Object.assign({}, x.meta, { query: x.index });
+        var meta = Object.assign({}, x.meta, { query: x.index, filename: x.res.body.filename });
         window.Plotly.update(x.g.gd, { z: [x.res.body.map] }, {
           shapes: queryShape(meta, x.index),
           "title.text": title + "<br><sup>" + describe(meta, x.index) + "</sup>",
@@ -172,6 +172,35 @@
         showQuery(centreOf(rc[0], rc[1], { grid: meta.grid }));
       }.bind(gd));
     });
+  }
+
+  /* Hovering a token in the 2D view outlines its patch on the attention map of that model, when that map shows
+   * the token's image. The tokens figure's points carry [token, row, col, image id, model] (customdata). */
+  function markPatch(cd) {
+    attentionGraphs().forEach(function (g) {
+      var meta = g.gd.layout.meta;
+      var keep = (g.gd.layout.shapes || []).filter(function (sh) { return sh.name !== "token-hover"; });
+      if (cd && meta.model === cd[4] && meta.image === cd[3]) {
+        var P = meta.patch;
+        keep = keep.concat([{
+          name: "token-hover", type: "rect", xref: "x", yref: "y", x0: cd[2] * P, x1: (cd[2] + 1) * P,
+          y0: cd[1] * P, y1: (cd[1] + 1) * P, line: { color: "#ffffff", width: 2, dash: "dot" },
+          fillcolor: "rgba(255,255,255,0.15)", layer: "above",
+        }]);
+      }
+      window.Plotly.relayout(g.gd, { shapes: keep });
+    });
+  }
+
+  function hookTokens() {
+    var gd = document.querySelector("#tok-graph .js-plotly-plot");
+    if (!gd || gd.__vitscopeHover || typeof gd.on !== "function") return;
+    gd.__vitscopeHover = true;
+    gd.on("plotly_hover", function (ev) {
+      var p = ev && ev.points && ev.points[0];
+      if (p && p.customdata && p.customdata.length >= 5) markPatch(p.customdata);
+    });
+    gd.on("plotly_unhover", function () { markPatch(null); });
   }
 
   /* The layer box (the slider's number input) takes Enter, not only a blur. */
@@ -339,6 +368,7 @@
       hookKeyboard();
       hookUpload();
       hookLayerBox();
+      hookTokens();
     });
   }).observe(document.documentElement, { childList: true, subtree: true });
 
@@ -490,10 +520,11 @@
       panel.querySelectorAll(".js-plotly-plot").forEach(function (gd) {
         if (!gd.data || !gd.data.length || gd.offsetParent === null) return;
         var holder = gd.closest("[id]");
-        var name = ((holder && holder.id) || panelId + "-" + count).replace(/[^A-Za-z0-9]+/g, "-");
+        var name = (gd.layout.meta && gd.layout.meta.filename) ||
+          "vitscope-" + ((holder && holder.id) || panelId + "-" + count).replace(/[^A-Za-z0-9]+/g, "-");
         window.Plotly.downloadImage(gd, {
           format: format,
-          filename: "vitscope-" + name,
+          filename: name,
           scale: format === "png" ? 2 : 1,
           width: gd._fullLayout ? gd._fullLayout.width : undefined,
           height: gd._fullLayout ? gd._fullLayout.height : undefined,

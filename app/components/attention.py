@@ -35,8 +35,9 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
+from app.exports import attention_name
 from app.figures.attention import attention_figure, heads_figure, patch_update
-from app.figures.style import FAMILY_LABELS, family_key, graph_config, model_colours
+from app.figures.style import family_key, graph_config, model_colours
 from app.images import decode, model_view, to_data_uri
 from app.metrics import ModelShape
 from app.state import DEFAULT_OPACITY, Query, clean_images, clean_models, head_param
@@ -145,9 +146,17 @@ def column_request(meta: dict[str, Any], layer: int, head: Any) -> tuple[int, in
     return use_layer, h, "; ".join(notes)
 
 
+# Short family names for the columns' titles: four columns at 1280 px leave about 280 px for one.
+SHORT_FAMILY = {
+    "cl": "CL", "mim": "MIM", "hybrid": "CL+MIM", "supervised": "supervised", "baseline": "random init",
+    "other": "",
+}  # fmt: skip
+
+
 def title_of(model: str, family: str, colour: str | None = None) -> str:
     dot = f'<span style="color:{colour}">●</span> ' if colour else ""
-    return f"{dot}<b>{model}</b> · {FAMILY_LABELS[family_key(family)]}"
+    short = SHORT_FAMILY[family_key(family)]
+    return f"{dot}<b>{model}</b>" + (f" · {short}" if short else "")
 
 
 def image_uri(ctx_: AppContext, image_id: str, shape: ModelShape) -> str:
@@ -289,6 +298,7 @@ def draw_heads(ctx_: AppContext, req: dict[str, Any] | None, models_raw: list[st
             grid=grid,
             patch=int(shapes[m]["patch_size"]),
             rc=query.patch(grid),
+            filename=attention_name(m, ly, "all", query.index(grid), grid),
         )
     return figures
 
