@@ -6,6 +6,8 @@ reads exactly the shape the API sends.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from app.claims import claim_line, roles, spectrum_sentence, what_models_show, why_different
@@ -27,7 +29,7 @@ def values(model: str, family: str, distance: float, nmi: float, delta: float, i
     )
 
 
-def report(cl: ModelValues, mim: ModelValues, hybrid: ModelValues | None = None) -> dict:  # type: ignore[type-arg]
+def report(cl: ModelValues, mim: ModelValues, hybrid: ModelValues | None = None) -> dict[str, Any]:
     return claims_report(evaluate_claims(cl, mim, hybrid))
 
 

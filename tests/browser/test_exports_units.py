@@ -136,7 +136,7 @@ def test_figure_names_follow_what_the_figure_shows_now() -> None:
 def test_figure_readme_text_is_plain_and_says_what_a_map_shows() -> None:
     png = "data:image/png;base64," + base64.b64encode(b"p").decode()
     meta = {"model": "m", "layer": 4, "head": "mean", "query": 10, "grid": [8, 8]}
-    [f] = figure_files([{"name": "x", "title": '<span style="color:#1c62c4">●</span> <b>m</b> · CL', "meta": meta,
-                         "png": png}])  # fmt: skip
+    title = '<span style="color:#1c62c4">●</span> <b>m</b> · CL'
+    [f] = figure_files([{"name": "x", "title": title, "meta": meta, "png": png}])
     assert f.path == "figures/x.png" and "<" not in f.about and f.about.startswith("m · CL (A1: ")
     assert "query r1c2" in f.about and "block 4, mean of heads" in f.about

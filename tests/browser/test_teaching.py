@@ -11,6 +11,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ def page(server: Server, chromium_ok: None, downloads: Path) -> Iterator[WebDriv
 
 def view(d: WebDriver) -> ViewState:
     return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
+
+
+def downloaded(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000  # Chromium writes <name>.crdownload until done
 
 
 def curves(d: WebDriver) -> dict[str, Any] | None:
@@ -136,19 +141,18 @@ def test_panel_png_names_say_model_block_head_and_query(page: WebDriver, downloa
     d = page
     wait_for(lambda: heatmap(d, att_col(0)), "the first attention map")
     click_patch(d, att_col(0), 2, 5)
-    drawn = wait_for(
-        lambda: (
-            all((m := heatmap(d, att_col(i))) and m["meta"]["query"] == 2 * 8 + 5 for i in range(3))
-            and [heatmap(d, att_col(i)) for i in range(3)]
-        ),
-        "the three maps for query patch (2, 5)",
-    )
+
+    def three_maps() -> list[dict[str, Any]] | None:
+        drawn = [heatmap(d, att_col(i)) for i in range(3)]
+        return drawn if all(m and m["meta"]["query"] == 2 * 8 + 5 for m in drawn) else None  # type: ignore[return-value]
+
+    drawn = wait_for(three_maps, "the three maps for query patch (2, 5)")
     d.execute_script("document.getElementById('att-exp-png').click()")
     for m in drawn:
         meta = m["meta"]
         name = f"vitscope_{meta['model']}_block{meta['layer']}_head-mean_query-r2c5.png"
         path = downloads / name
-        wait_for(lambda p=path: p.is_file() and p.stat().st_size > 1000 and p, name, timeout=60)
+        wait_for(partial(downloaded, path), name, timeout=60)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(downloads.glob("vitscope-att-graph*")), "no panel-id names any more"
 
