@@ -27,8 +27,9 @@ from app.metrics import (
 )
 
 LAYER_LINE = dict(color="#e03131", width=1.5, dash="dot")
-# The paper's curves: dashed, darker for its CL model (MoCo v3), lighter for its MIM model (SimMIM).
-REFERENCE_COLOURS = {"cl": "#343a40", "mim": "#868e96"}
+# The paper's curves: dashed, no markers, greyed family hues of middle lightness (readable on the light and
+# the dark theme): grey-blue for its CL model (MoCo v3), grey-orange for its MIM model (SimMIM).
+REFERENCE_COLOURS = {"cl": "#5f7da8", "mim": "#b3845c"}
 
 
 def layer_marker_shapes(layer: int | None, n_panels: int = len(METRICS)) -> list[dict[str, Any]]:
