@@ -151,7 +151,7 @@ def curves_figure(
             refs_shown.add(ref.label)
     if scale == "relative" and per_model:
         xs = [x for m in per_model.values() if (c := read_curve(m, DISTANCE_RELATIVE)) for x in c.x] or [1]
-        fig.add_trace(_uniform_trace(xs, 1.0, "#495057", "uniform attention (every grid) = 1"), row=1, col=1)
+        fig.add_trace(_uniform_trace(xs, 1.0, "#868e96", "uniform attention (every grid) = 1"), row=1, col=1)
     fig.update_xaxes(title_text="block", dtick=1, showgrid=True, gridcolor="#eef0f4", zeroline=False)
     fig.update_xaxes(title_text="depth (0 = embedding)", row=2, col=2)
     fig.update_yaxes(showgrid=True, gridcolor="#eef0f4", zeroline=False)
