@@ -301,6 +301,20 @@ class Settings(UiSettings):
     model_memory_bytes: int = Field(
         default=4 * GiB, ge=1 * MiB, description="Byte bound of the LRU of loaded models (per device)."
     )
+    decode_memory_bytes: int = Field(
+        default=768 * MiB,
+        ge=16 * MiB,
+        le=64 * GiB,
+        description="Bytes of images being decoded at once (a 40 Mpx image takes about 360 MB while it "
+        "decodes; more wait their turn; one alone always proceeds).",
+    )
+    queue_bytes: int = Field(
+        default=256 * MiB,
+        ge=1 * MiB,
+        le=64 * GiB,
+        description="Bytes of images the requests waiting for one runner may hold (503 above, as for "
+        "queue_size).",
+    )
     allow_downloads: bool = Field(
         default=False,
         description="Let POST /models/{id}/pull download weights (off: import them with the CLI).",

@@ -127,14 +127,20 @@ def model_preprocessing(loaded: Any, mode: PreprocessingMode | str = "auto") -> 
     return preprocessing_for(loaded.data_config, mode, card=card_overlay(loaded.spec.arch_kwargs))
 
 
-def to_model_input(image: Image.Image, prep: Preprocessing) -> Tensor:
-    """One RGB image -> (3, H, W) float tensor, resized, centre-cropped and normalized."""
+def resize_for(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    """The first step of ``prep``: the shorter side resized to ``prep.resize``. Applied to its own output it
+    changes nothing, so a server may shrink a large image once, early, and keep only that."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = TF.resize(
+    resized: Image.Image = TF.resize(
         image, prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True
     )
-    cropped = TF.center_crop(resized, list(prep.input_size))
+    return resized
+
+
+def to_model_input(image: Image.Image, prep: Preprocessing) -> Tensor:
+    """One RGB image -> (3, H, W) float tensor, resized, centre-cropped and normalized."""
+    cropped = TF.center_crop(resize_for(image, prep), list(prep.input_size))
     return TF.normalize(TF.to_tensor(cropped), list(prep.mean), list(prep.std))
 
 
@@ -147,7 +153,5 @@ def preprocess(images: list[Image.Image], prep: Preprocessing) -> Tensor:
 
 def model_view(image: Image.Image, prep: Preprocessing) -> Image.Image:
     """The image exactly as the model sees it (resized and cropped, not normalized): draw overlays on this."""
-    resized = TF.resize(
-        image.convert("RGB"), prep.resize, interpolation=InterpolationMode(prep.interpolation), antialias=True
-    )
-    return TF.center_crop(resized, list(prep.input_size))
+    cropped: Image.Image = TF.center_crop(resize_for(image, prep), list(prep.input_size))
+    return cropped

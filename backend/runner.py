@@ -6,7 +6,8 @@
 - Dynamic batching: the batcher takes the oldest waiting request, then gathers requests *for the same model*
   until ``max_batch`` of them wait or ``max_wait_s`` has passed since it started gathering; requests for other
   models keep their place for the next batch.
-- Back-pressure: at most ``queue_size`` requests wait; one more raises ``QueueFull`` (the API answers 503
+- Back-pressure: at most ``queue_size`` requests wait, holding at most ``queue_bytes`` bytes of images (the
+  service queues images already shrunk to what the model reads); one more raises ``QueueFull`` (503
   with ``Retry-After``: the waiting requests' batches at each model's own measured pace, plus loads).
   Each request has a timeout (``RequestTimeout``, 504); a request whose caller gave up before its batch
   started is dropped from the batch.
@@ -193,6 +194,7 @@ class _Request(Generic[T]):
     work: Work
     future: asyncio.Future[T]
     enqueued: float
+    nbytes: int = 0  # the image's pixels (8-bit RGB)
 
 
 @dataclass
@@ -227,6 +229,7 @@ class Runner:
         loader: Loader | None = None,
         observer: Callable[[str, float, int], None] | None = None,
         allow_random_init: bool = True,
+        queue_bytes: int = 256 << 20,
     ) -> None:
         import torch
 
@@ -235,6 +238,8 @@ class Runner:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.peak_queued_bytes = 0  # the most image bytes that waited at once (tests, bench/memory.py)
         # The default loader refuses, before building, models over the bound and (unless allowed)
         # random-init models of arbitrary timm names; a loader given by a caller (tests) is used as it is.
         limits: dict[str, Any] = {"max_bytes": model_memory_bytes, "allow_random_init": allow_random_init}
@@ -280,6 +285,11 @@ class Runner:
         return len(self._waiting)
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes of the images waiting (not counting the batch on the device)."""
+        return sum(r.nbytes for r in self._waiting)
+
+    @property
     def load(self) -> int:
         return len(self._waiting) + (1 if self._busy else 0)
 
@@ -316,9 +326,18 @@ class Runner:
                 f"(queue_size {self.queue_size}); retry later",
                 self.retry_after(),
             )
+        nbytes = 3 * int(image.width) * int(image.height)
+        held = self.queued_bytes
+        if self._waiting and held + nbytes > self.queue_bytes:
+            raise QueueFull(
+                f"the requests waiting for device {self.device_name} hold {held:,} bytes of images; "
+                f"at most {self.queue_bytes:,} are allowed (queue_bytes); retry later",
+                self.retry_after(),
+            )
         loop = asyncio.get_running_loop()
-        req: _Request[Any] = _Request(model_id, image, work, loop.create_future(), time.monotonic())
+        req: _Request[Any] = _Request(model_id, image, work, loop.create_future(), time.monotonic(), nbytes)
         self._waiting.append(req)
+        self.peak_queued_bytes = max(self.peak_queued_bytes, held + nbytes)
         self._arrived.set()
         try:
             if timeout is None:

@@ -22,11 +22,13 @@ Rules, in the order they are applied:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import struct
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -107,6 +109,38 @@ def decode_image(
     if width < min_side or height < min_side:
         raise BadImage(f"the image is {width}x{height} pixels; each side must be at least {min_side} pixels")
     return DecodedImage(image=rgb, width=width, height=height, format=fmt, animated=animated)
+
+
+def probe_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from the header alone (nothing decoded); ``(0, 0)`` when it cannot be read
+    (``decode_image`` then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as im:
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # any unreadable header: decode_image reports it properly
+        return 0, 0
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the system after a large decode.
+
+    glibc keeps freed blocks below its (self-raising) mmap threshold on its free lists, so a process that
+    once decoded many 40 Mpx images stays at that size; ``malloc_trim`` returns them. A no-op elsewhere.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:

@@ -65,6 +65,7 @@ def build_service(
             loader=loader,
             observer=metrics.batch_observer(device),
             allow_random_init=settings.allow_random_init,
+            queue_bytes=settings.queue_bytes,
         )
         for device in resolve_devices(settings.device)
     ]

@@ -33,7 +33,11 @@ from backend.config import Settings
 from backend.errors import BadImage, BadRequest, ClassModeRefused, NotFound, PayloadTooLarge
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from PIL import Image
+
+    from backend.imaging import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,9 @@ MEDIA_TYPES = {
 }
 # Larger uploads would risk the cache's short timeouts; they are kept on disk only.
 IMAGE_IN_CACHE_MAX_BYTES = 4 * 1024 * 1024
-_DECODED_KEPT = 8
+# Small decoded images kept whole (bytes, 8-bit RGB), and shrunk model views kept (count: ~200 KB each).
+_DECODED_KEPT_BYTES = 64 * 1024 * 1024
+_VIEWS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -221,21 +227,59 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+class ByteBudget:
+    """At most ``max_bytes`` held at once (by decodes); a holder alone always proceeds, so an image larger
+    than the budget still decodes, by itself."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+        self.peak = 0  # the most held at once (tests, bench/memory.py)
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held == 0 or self.held + nbytes <= self.max_bytes)
+            self.held += nbytes
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= nbytes
+                self._changed.notify_all()
+
+
+def decode_cost(width: int, height: int) -> int:
+    """Bytes a decode of a ``width x height`` image holds at its peak: the decoded picture and the copies
+    that orientation and RGB conversion make (three 8-bit RGB frames)."""
+    return 3 * 3 * width * height
+
+
 class ImageService:
-    """Uploads by content address: the folder on disk, a copy in the cache, the last few decoded images."""
+    """Uploads by content address: the folder on disk, a copy in the cache, and in memory the small images
+    decoded lately and each model's shrunk view of the images analysed lately.
+
+    A large legal image (40 Mpx: 120 MB decoded) is decoded under a byte budget (``decode_memory_bytes``),
+    shrunk at once to what its model reads (the shorter side its preprocessing resizes to: a few hundred
+    KB), and the full frame let go: the runner queue and the overlays hold only the shrunk views.
+    """
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.folder = ImageFolder(settings.data_dir, settings.data_dir_max_bytes)
-        self._decoded: OrderedDict[str, Image.Image] = OrderedDict()
+        self.decode_budget = ByteBudget(settings.decode_memory_bytes)
+        self._decoded: OrderedDict[str, Image.Image] = OrderedDict()  # small full-size images
+        self._views: OrderedDict[tuple[str, int, str], Image.Image] = OrderedDict()  # shrunk per model
 
     def known(self, image_id: str) -> ImageMeta | None:
         """Cheap (memory only): the image is in this process's folder."""
         return self.folder.meta(image_id)
 
     async def upload(self, data: bytes) -> tuple[str, ImageMeta]:
-        from backend.uploads import decode_image, image_id
+        from backend.uploads import decode_image, image_id, probe_size, release_memory
 
         limit = self.settings.max_upload_bytes
         if len(data) > limit:
@@ -249,10 +293,13 @@ class ImageService:
                     "this server runs in class mode (VITSCOPE_CLASS_MODE), which allows only the images of "
                     "the example gallery; pick one there (uploads of your own images are off)"
                 )
-        decoded = await asyncio.to_thread(decode_image, data, max_bytes=limit)
-        meta = ImageMeta(decoded.width, decoded.height, decoded.format, len(data), decoded.animated)
+        async with self.decode_budget.hold(decode_cost(*probe_size(data))):
+            decoded = await asyncio.to_thread(decode_image, data, max_bytes=limit)
+            meta = ImageMeta(decoded.width, decoded.height, decoded.format, len(data), decoded.animated)
+            self._remember(iid, decoded.image)
+            del decoded
+            await asyncio.to_thread(release_memory)
         await asyncio.to_thread(self.folder.put, iid, data, meta)
-        self._remember(iid, decoded.image)
         if len(data) <= IMAGE_IN_CACHE_MAX_BYTES:  # disk is the source of truth
             await self.store.set(K.image_key(iid), data)
         return iid, meta
@@ -287,20 +334,54 @@ class ImageService:
             raise NotFound(f"image {image_id} is no longer stored; upload it again")
         return data, meta
 
-    async def decoded(self, image_id: str) -> Image.Image:
+    async def model_view(self, image_id: str, prep: Preprocessing) -> Image.Image:
+        """The image resized as ``prep``'s first step does (shorter side ``prep.resize``), not yet cropped:
+        what the runner's preprocessing and the overlays start from, the same pixels as from the full
+        image (the preprocessing's resize of it is the identity)."""
+        key = (image_id, prep.resize, prep.interpolation)
+        view = self._views.get(key)
+        if view is not None:
+            self._views.move_to_end(key)
+            return view
         image = self._decoded.get(image_id)
         if image is not None:
             self._decoded.move_to_end(image_id)
-            return image
-        from backend.uploads import decode_image
+            view = await asyncio.to_thread(_shrink, image, prep)
+        else:
+            view = await self._decode_and_shrink(image_id, prep)
+        self._views[key] = view
+        while len(self._views) > _VIEWS_KEPT:
+            self._views.popitem(last=False)
+        return view
 
-        data, _ = await self.read(image_id)
-        decoded = await asyncio.to_thread(decode_image, data, max_bytes=max(len(data), 1))
-        self._remember(image_id, decoded.image)
-        return decoded.image
+    async def _decode_and_shrink(self, image_id: str, prep: Preprocessing) -> Image.Image:
+        from backend.uploads import decode_image, release_memory
+
+        data, meta = await self.read(image_id)
+        async with self.decode_budget.hold(decode_cost(meta.width, meta.height)):
+
+            def decode() -> Image.Image:
+                decoded = decode_image(data, max_bytes=max(len(data), 1))
+                self._remember(image_id, decoded.image)
+                view = _shrink(decoded.image, prep)
+                del decoded
+                release_memory()  # the full frame's pages go back to the system, not to a free list
+                return view
+
+            return await asyncio.to_thread(decode)
 
     def _remember(self, image_id: str, image: Image.Image) -> None:
+        """Keep a small decoded image (a later model view needs no decode); large ones are not kept."""
+        size = 3 * image.width * image.height
+        if size > _DECODED_KEPT_BYTES // 4:
+            return
         self._decoded[image_id] = image
         self._decoded.move_to_end(image_id)
-        while len(self._decoded) > _DECODED_KEPT:
+        while sum(3 * im.width * im.height for im in self._decoded.values()) > _DECODED_KEPT_BYTES:
             self._decoded.popitem(last=False)
+
+
+def _shrink(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    from backend.imaging import resize_for
+
+    return resize_for(image, prep)

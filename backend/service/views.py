@@ -299,18 +299,8 @@ class ViewService:
             return render.json_view(payload, {"map": maps[0] if single else maps})
         from backend.imaging import Preprocessing, model_view
 
-        image = await self.images.decoded(image_id)
-        p = info.preprocessing
-        prep = Preprocessing(
-            input_size=(int(p["input_size"][0]), int(p["input_size"][1])),
-            resize=int(p["resize"]),
-            interpolation=str(p["interpolation"]),
-            crop=str(p["crop"]),
-            crop_pct=float(p["crop_pct"]),
-            mean=tuple(p["mean"]),
-            std=tuple(p["std"]),
-            mode=str(p["mode"]),
-        )
+        prep = Preprocessing.from_dict(info.preprocessing)
+        image = await self.images.model_view(image_id, prep)
         cell = None if v.query is None else divmod(v.query, info.grid[1])
 
         def draw() -> View:
