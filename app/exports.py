@@ -245,6 +245,33 @@ def attention_files(maps: list[dict[str, Any]]) -> list[ExportFile]:
     ]
 
 
+CLAIMS_ABOUT = (
+    "The paper's claims checked on the selected models (GET /api/v1/claims, the strip 'Does it reproduce the "
+    "paper?'): later-half attention distance CL > MIM, later-half NMI CL < MIM, delta log amplitude MIM > CL "
+    "over depths 1..L, the hybrid's later-half distance between CL's and MIM's; each decided on the means "
+    "over the images (held) and on every image (images_held of images). Distances in px when every model "
+    "shares grid and patch size, else relative to the uniform-attention distance."
+)
+
+
+def claims_files(report: dict[str, Any]) -> list[ExportFile]:
+    """The API's claims report as JSON, and one CSV row per claim and role."""
+
+    def rows() -> Iterable[list[Any]]:
+        for c in report.get("claims", []):
+            for role, value in c.get("values", {}).items():
+                yield [c["id"], c["held"], role, c["models"].get(role, ""), value, c["unit"], c["where"],
+                       c["images_held"], c["images"]]  # fmt: skip
+
+    header = ["claim", "held", "role", "model", "value", "unit", "where", "images_held", "images"]
+    return [
+        ExportFile(f"{PREFIX}_claims.json", _json(report), CLAIMS_ABOUT),
+        ExportFile(
+            f"{PREFIX}_claims.csv", _csv(header, rows()), "The same claims, one row per claim and role."
+        ),
+    ]
+
+
 # -- figures from the browser ----------------------------------------------------------------------------
 
 

@@ -12,13 +12,15 @@ from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from app.api_client import ApiError
-from app.components import curves, spectrum, tokens
+from app.claims import roles
+from app.components import claims, curves, spectrum, tokens
 from app.components.common import IMG_STORE, MDL_STORE, META_STORE, QUERY_STORE, aria, error_list
 from app.context import AppContext
 from app.exports import (
     ExportFile,
     attention_files,
     build_zip,
+    claims_files,
     curves_files,
     figure_files,
     figure_name,
@@ -158,7 +160,7 @@ def collect(
     state: str,
 ) -> tuple[list[ExportFile], list[str], dict[str, str]]:
     """The zip's files but the token view: the figures sent by the browser, the attention maps they show,
-    the curves, the spectra and the paper's reference curves; and each model's preprocessing."""
+    the curves, the claims, the spectra and the paper's reference curves; and each model's preprocessing."""
     figures = [{"name": figure_name(f.get("meta"), str(f.get("holder") or "figure")), **f} for f in drawn]
     files = figure_files(figures)
     errors: list[str] = []
@@ -188,6 +190,13 @@ def collect(
     files += spectrum_files(
         answers_s, depths=depths, state=state, layer=layer, image=str(meta["image"]), errors=errs
     )
+    families = {m: str(v.get("family", "")) for m, v in meta.get("models", {}).items()}
+    picked = roles([m for m in models if m in families], families)
+    if picked is not None:
+        try:
+            files += claims_files(claims.fetch(client, images, picked, scope, meta.get("image")))
+        except ApiError as exc:
+            errors.append(f"claims: {exc.message}")
     reference, errs = curves.fetch_reference(client, [curves.PAPER_OPTION])
     errors += errs
     if reference:

@@ -17,6 +17,7 @@ from app.exports import (
     attention_files,
     attention_name,
     build_zip,
+    claims_files,
     curves_files,
     decode_data_url,
     figure_files,
@@ -140,3 +141,24 @@ def test_figure_readme_text_is_plain_and_says_what_a_map_shows() -> None:
     [f] = figure_files([{"name": "x", "title": title, "meta": meta, "png": png}])
     assert f.path == "figures/x.png" and "<" not in f.about and f.about.startswith("m · CL (A1: ")
     assert "query r1c2" in f.about and "block 4, mean of heads" in f.about
+
+
+def test_claims_export_has_a_row_per_claim_and_role() -> None:
+    report = {
+        "claims": [
+            {"id": "distance", "held": True, "values": {"cl": 16.0, "mim": 14.0},
+             "models": {"cl": "c", "mim": "m"}, "unit": "px", "where": "blocks 7-12", "images": 3,
+             "images_held": 3},
+            {"id": "fourier", "held": False, "values": {"cl": -2.66, "mim": -3.24},
+             "models": {"cl": "c", "mim": "m"}, "unit": "", "where": "depths 1-12", "images": 3,
+             "images_held": 0},
+        ]
+    }  # fmt: skip
+    js, table = claims_files(report)
+    assert js.path == "vitscope_claims.json" and json.loads(str(js.data)) == report
+    rows = list(csv.DictReader(io.StringIO(str(table.data))))
+    assert [(r["claim"], r["held"], r["role"], r["model"]) for r in rows] == [
+        ("distance", "True", "cl", "c"), ("distance", "True", "mim", "m"),
+        ("fourier", "False", "cl", "c"), ("fourier", "False", "mim", "m"),
+    ]  # fmt: skip
+    assert rows[3]["value"] == "-3.24" and rows[3]["images_held"] == "0"

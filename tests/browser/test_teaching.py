@@ -173,7 +173,7 @@ def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> N
     n_images = len(view(d).images)
     assert f"figures/vitscope_curves_set-of-{n_images}-images.svg" in names
     assert any(n.startswith("figures/vitscope_spectrum_out_block") and n.endswith(".png") for n in names)
-    for part in ("attention", f"curves_set-of-{n_images}-images", f"spectrum_out_block{layer}"):
+    for part in ("attention", "claims", f"curves_set-of-{n_images}-images", f"spectrum_out_block{layer}"):
         assert {f"numbers/vitscope_{part}.json", f"numbers/vitscope_{part}.csv"} <= set(names), part
     assert "numbers/paper_reference.json" in names
     readme = zf.read("README.txt").decode()
@@ -186,3 +186,5 @@ def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> N
     curves_json = json.loads(zf.read(f"numbers/vitscope_curves_set-of-{n_images}-images.json"))
     assert set(curves_json["models"]) == set(DEMO.values())
     assert "attention_distance_relative" in curves_json["models"][DEMO["cl"]]
+    claims_json = json.loads(zf.read("numbers/vitscope_claims.json"))
+    assert claims_json["models"] == DEMO and len(claims_json["claims"]) == 4
