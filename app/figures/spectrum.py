@@ -87,7 +87,7 @@ def spectrum_figure(
     fig.update_yaxes(title_text="cycles per image (y)", row=1, col=1)
     fig.update_annotations(font_size=12)
     fig.update_layout(
-        **base_layout(margin=dict(l=48, r=16, t=72, b=48)),
+        **base_layout(margin=dict(l=48, r=16, t=100, b=48)),  # room for the subtitle and the panels' Δ lines
         title=dict(text=f"2D log-amplitude spectrum<br><sup>{subtitle}</sup>", x=0.01, font=dict(size=14)),
         coloraxis=dict(
             colorscale=SPECTRUM_COLORSCALE,
