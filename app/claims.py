@@ -19,8 +19,8 @@ PAPER_FINDINGS: dict[str, str] = {
     "(block 3) to 0.01 (block 12), while SimMIM's stays clearly higher.",
     "fourier": "The paper finds MIM's tokens richer in high frequencies: SimMIM's Δ log amplitude lies above "
     "MoCo v3's at every depth (depth 12: −2.32 against −2.51, read at 6/7 π on 14 × 14).",
-    "hybrid": "The paper finds hybrid models (CL + MIM losses) between the two, and collapsing like CL "
-    "(low NMI) at the end of the network.",
+    "hybrid": "The paper's hybrids (λ L_CL + (1 − λ) L_MIM) take from both: CL-like collapse (low NMI) at "
+    "the end of the network, more high-frequency content than CL early and less at the end.",
 }
 ROLE_NAMES = {"cl": "CL", "mim": "MIM", "hybrid": "hybrid"}
 # What each claim says, as a verb phrase of the selected models (held / not held).
