@@ -54,7 +54,7 @@ def run(url: str, clicks: int) -> int:
     browser = Browser(width=1440, height=1000)
     d = browser.driver
     try:
-        d.get(url + "/")
+        d.get(url + "/?head=mean")  # a link, not the bare address: no demo preset
         wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "#img-upload-input"), "the upload field")
         upload(d, IMAGE)
         wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".strip-pick.strip-active"), "the uploaded image")

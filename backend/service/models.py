@@ -17,6 +17,7 @@ from backend.service.jobs import Job, JobManager
 
 _PATCH_RE = re.compile(r"patch(\d+)")
 _LISTING_TTL = 5.0  # seconds a listing of the weights on disk is reused
+PULL_PROGRESS_S = 0.25  # how often a download job measures what it has written
 
 
 def missing_weights(spec: Any) -> tuple[str, str]:
@@ -157,9 +158,18 @@ class ModelService:
                 "or start the server with VITSCOPE_ALLOW_DOWNLOADS=1"
             )
 
+        total = int((spec.size_mb or 0) * 1_000_000)
+
         async def work(job: Job) -> None:
-            await asyncio.to_thread(pull, model_id, False)
-            job.advance()
+            # Progress in bytes: what the download has written so far against the catalogue's size (the job
+            # ends at the real end, never at a guess).
+            task = asyncio.ensure_future(asyncio.to_thread(pull, model_id, False))
+            while not task.done():
+                await asyncio.wait({task}, timeout=PULL_PROGRESS_S)
+                if total:
+                    job.advance(min(await asyncio.to_thread(_partial_bytes, spec), total - 1), total)
+            await task
+            job.advance(max(total, 1), max(total, 1))
 
         return self.jobs.ensure(
             ("pull", model_id),
@@ -167,4 +177,24 @@ class ModelService:
             f"download weights of {model_id}",
             work,
             result_url=f"/api/v1/models/{model_id}",
+            total=max(total, 1),
         )
+
+
+def _partial_bytes(spec: Any) -> int:
+    """Bytes a download of ``spec`` has written so far: huggingface_hub's ``blobs/*.incomplete`` in the repo's
+    cache folder, or torch.hub's ``<file>.<hex>.partial`` beside the release file."""
+    from backend.models.weights import _hub_folder, _hub_repo, release_file
+
+    if spec.source == "timm":
+        files = list(_hub_folder(_hub_repo(spec)[0]).glob("blobs/*.incomplete"))
+    else:
+        dest = release_file(spec)
+        files = list(dest.parent.glob(dest.name + ".*.partial"))
+    done = 0
+    for f in files:
+        try:
+            done += f.stat().st_size
+        except OSError:  # renamed into place meanwhile
+            continue
+    return done

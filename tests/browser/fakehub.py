@@ -1,5 +1,5 @@
 """A local stand-in for the model hub (``HF_ENDPOINT``), for the download tests: every file it is asked for is
-the same few hundred kilobytes, sent slowly enough that a progress bar can be seen moving.
+the same 24 MiB, sent slowly (about 6 s) so that a progress bar can be seen moving.
 
 It answers like the hub does for a plain (non-LFS-xet) file: ``HEAD`` with ``X-Repo-Commit``, ``ETag`` (the
 sha256 of the bytes, which huggingface_hub keeps as the blob's name), ``Content-Length``; ``GET`` the bytes.
@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
-CHUNKS = 8
-CHUNK_DELAY_S = 0.4
+# Over huggingface_hub's 10 MB write chunk, so the file on disk grows part way.
+PAYLOAD = bytes(range(256)) * 4096 * 24  # 24 MiB
+CHUNKS = 24
+CHUNK_DELAY_S = 0.25
+ETAG = hashlib.sha256(PAYLOAD).hexdigest()
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -26,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _headers(self) -> None:
         self.send_response(200)
         self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", '"' + hashlib.sha256(PAYLOAD).hexdigest() + '"')
+        self.send_header("ETag", f'"{ETAG}"')
         self.send_header("Content-Length", str(len(PAYLOAD)))
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
@@ -67,6 +68,17 @@ def test_a_downloaded_model_shows_its_progress_and_becomes_runnable(
         button.click()
         during = wait_for(lambda: (p := _progress(d)) and p["shown"] and p, "the progress bar", timeout=60)
         assert 0.0 <= float(during["value"]) <= 1.0
+        # The job measures the bytes written so far (against the catalogue's size): it moves before the end.
+        moving = wait_for(
+            lambda: [
+                j for j in httpx.get(f"{download_server.api}/jobs", timeout=10).json()["jobs"]
+                if j["kind"] == "pull" and j["status"] == "running" and 0 < j["done"] < j["total"]
+            ],
+            "a download job part way",
+            timeout=60,
+            every=0.1,
+        )  # fmt: skip
+        assert moving[0]["total"] > 24 * 2**20
         screenshot(d, SCREENSHOTS, "20-download-progress", full_page=False)
         wait_for(
             lambda: d.find_elements(By.CSS_SELECTOR, f"input[type=checkbox][value='{MODEL}']"),

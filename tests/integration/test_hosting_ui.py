@@ -510,3 +510,37 @@ def test_create_app_refuses_to_mount_an_open_ui_beside_a_token(tmp_path: Path) -
     settings = settings_for(tmp_path, api_token=TOKEN)  # ui=False in these settings
     with pytest.raises(ValueError, match="anyone who opens the page"):
         create_app(settings, ui=True)
+
+
+def test_the_work_route_reports_set_jobs_done_of_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page's status line ("7 of 14 images") comes from the API's jobs, set work only."""
+    jobs = [
+        {"id": "a" * 32, "kind": "set-metrics", "description": "metrics of set 9d2c1b0a8f7e with m",
+         "status": "running", "progress": 0.5, "done": 7, "total": 14},
+        {"id": "b" * 32, "kind": "set-metrics", "description": "old", "status": "succeeded", "progress": 1.0,
+         "done": 3, "total": 3},
+        {"id": "c" * 32, "kind": "pull", "description": "download", "status": "running", "progress": 0.1,
+         "done": 1, "total": 9},
+    ]  # fmt: skip
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v1/jobs"
+        return httpx.Response(200, json={"jobs": jobs})
+
+    monkeypatch.setattr(
+        ui_main,
+        "ApiClient",
+        lambda url, *, token=None: ApiClient(url, transport=httpx.MockTransport(handler)),
+    )
+    r = dash_server().test_client().get("/_vitscope/work")
+    assert r.status_code == 200
+    assert r.get_json() == {
+        "work": [
+            {
+                "kind": "set-metrics",
+                "description": "metrics of set 9d2c1b0a8f7e with m",
+                "done": 7,
+                "total": 14,
+            }
+        ]
+    }
