@@ -17,7 +17,7 @@ EXIT_NOT_HELD = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from backend.imaging import PREPROCESSING_MODES
+    from backend.cli.analyze import PREPROCESSING_MODES  # no torch import for --help
 
     p = sub.add_parser(
         "claims",

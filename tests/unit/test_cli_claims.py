@@ -3,8 +3,8 @@
 Three tiny ViTs (32 px, patch 8: a 4 x 4 grid) with hand-set weights: the patch embedding is zero and every
 block adds nothing to the residual stream, so the tokens are the position embedding. "CL": a constant position
 embedding, hence uniform attention (distance = the uniform distance, NMI 0) and constant tokens (delta log
-amplitude -16.6). "MIM": a random position embedding and q = k = 2 x, hence self attention (distance ~ 0, NMI ~ 1)
-and random tokens (delta ~ +0.35). "Hybrid": the same tokens with q = k = 0.6 x: attention in between.
+amplitude -16.6). "MIM": a random position embedding and q = k = 2 x, hence self attention (distance ~ 0,
+NMI ~ 1) and random tokens (delta ~ +0.35). "Hybrid": the same tokens with q = k = 0.6 x: in between.
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def test_all_claims_hold_exit_0(images: Path, tmp_path: Path, capsys: pytest.Cap
     assert text.count("[held]") == 4 and "holds on 3 of 3 images" in text
     assert f"{images / 'im0.png'}: distance held" in text  # per image, named
     report = json.loads(out.read_text())
-    assert report["all_held"] and report["images"] == 3 and len(report["image_files"]) == 3 and report["distance_scale"] == "px"
+    assert report["all_held"] and report["images"] == 3 and len(report["image_files"]) == 3
+    assert report["distance_scale"] == "px"
     distance, nmi, fourier, hybrid = report["claims"]
     uniform = 8 * 2.0080150  # 4 x 4 grid at patch 8: 8 px x the mean distance between two cells
     assert distance["values"]["cl"] == pytest.approx(uniform, abs=1e-3)
@@ -130,3 +131,11 @@ def test_split_args(tmp_path: Path) -> None:
     assert split_args(["a", "b", "c", str(tmp_path)]) == (["a", "b", "c"], [tmp_path])
     assert split_args(["a", "b", str(tmp_path), str(tmp_path)]) == (["a", "b"], [tmp_path, tmp_path])
     assert split_args(["a", "b", "c"]) == (["a", "b"], [Path("c")])
+
+
+def test_claims_parser_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, backend.cli; backend.cli.build_parser('claims'); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
