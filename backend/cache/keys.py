@@ -135,6 +135,16 @@ def embeddings_view_key(
     return make_key("view-embeddings", set_id_, model_id, weights_digest, preprocessing, int(layer), method)
 
 
+def lock_key(key: str) -> str:
+    """The cross-process lock of the work that fills ``key`` (``backend.cache.singleflight.SharedLocks``)."""
+    return f"{key}:lock"
+
+
+def job_key(job_id: str, *, prefix: str = PREFIX) -> str:
+    """A job's record (JSON), readable by every process sharing the store."""
+    return f"{prefix}:job:{job_id}"
+
+
 def image_key(image_id: str, *, prefix: str = PREFIX) -> str:
     """The uploaded bytes themselves; the image id is already their sha256."""
     return f"{prefix}:image:{image_id}"

@@ -25,6 +25,8 @@ from backend.cache.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
+# Compare-and-delete in one step, so a lock that expired and was taken by another process is left alone.
+_DELETE_IF = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 # Counters every store reports from stats(); all values are ints (ready for Prometheus).
 STAT_NAMES = ("hits", "misses", "errors", "sets", "bytes_read", "bytes_written")
 
@@ -38,6 +40,14 @@ class Store(Protocol):
     async def set(self, key: str, value: bytes, ttl: int | None = None) -> None: ...
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool | None:
+        """Set ``key`` only if it is absent (a lock): True when set, False when present, None on failure."""
+        ...
+
+    async def delete_if(self, key: str, value: bytes) -> None:
+        """Delete ``key`` if it still holds ``value`` (release a lock this process took)."""
+        ...
 
     async def ping(self) -> bool: ...
 
@@ -103,6 +113,20 @@ class MemoryStore:
     def _drop(self, key: str) -> None:
         value, _ = self._data.pop(key)
         self._bytes -= len(key) + len(value)
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and (entry[1] is None or entry[1] > self._clock()):
+                return False
+        await self.set(key, value, ttl)
+        return True
+
+    async def delete_if(self, key: str, value: bytes) -> None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None and entry[0] == value:
+                self._drop(key)
 
     async def ping(self) -> bool:
         return True
@@ -198,6 +222,18 @@ class RedisStore:
             self._stats["sets"] += 1
             self._stats["bytes_written"] += len(value)
         else:
+            self._stats["errors"] += 1
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool | None:
+        ok, done = await self._guard(lambda: self._client.set(key, value, nx=True, ex=ttl))
+        if not ok:
+            self._stats["errors"] += 1
+            return None
+        return bool(done)
+
+    async def delete_if(self, key: str, value: bytes) -> None:
+        ok, _ = await self._guard(lambda: self._client.eval(_DELETE_IF, 1, key, value))
+        if not ok:
             self._stats["errors"] += 1
 
     async def ping(self) -> bool:

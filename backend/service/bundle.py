@@ -5,7 +5,7 @@ A capture runs ONE forward pass for a batch of images (the runner batches reques
 the attention of every layer, rollouts, spectra of every depth, patch tokens of every depth), and slices
 the results per image. ``Captures`` answers from memory at once; encoding and storing happen in the
 background (until they are done, the bundle itself answers). Identical requests in flight share one capture
-(single flight by content address).
+(single flight by content address), across the processes sharing a Redis too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,19 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 
-from backend.cache import SingleFlight, Store, decode_array, decode_json, encode_array, encode_json
+from backend.cache import (
+    SharedLocks,
+    SingleFlight,
+    Store,
+    decode_array,
+    decode_json,
+    encode_array,
+    encode_json,
+)
 from backend.cache import keys as K
 from backend.config import Settings
 from backend.runner import RunnerPool
@@ -31,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
 _WRITES_AT_ONCE = 8
 
 
@@ -194,21 +204,50 @@ def encode_bundle(info: ModelInfo, image_id: str, b: Bundle) -> dict[str, bytes]
         first = 0 if state == "out" else 1
         for d, m in enumerate(maps, start=first):
             out[K.spectrum_key(*a, state, d)] = encode_array(m, dtype="float32", compress=False)
-    for d, t in enumerate(b.tokens):  # activations do not compress: do not spend the time trying
-        out[K.tokens_key(*a, "out", d)] = encode_array(t, compress=False)
+    for d, t in enumerate(b.tokens):  # shuffled zstd saves about an eighth of float16 activations
+        out[K.tokens_key(*a, "out", d)] = encode_array(t)
     return out
 
 
 class _BatchMemo(threading.local):
-    """The bundles of the batch a runner thread is working on: built on the first image's turn."""
+    """What a runner thread built for the batch it is working on, by kind (one build per kind and batch)."""
 
-    trace: Trace | None = None
-    bundles: list[Bundle] | None = None
+    def __init__(self) -> None:
+        self.trace: Trace | None = None
+        self.built: dict[str, list[Any]] = {}
+
+
+_MEMO = _BatchMemo()
+
+
+def per_batch(kind: str, build: Callable[[Trace], list[T]]) -> Callable[[Any, Trace, int], T]:
+    """A runner work hook (``work(loaded, trace, i)``) that runs ``build(trace)`` once per captured batch, on
+    the turn of the first image that needs it, and answers each image with its element. Requests of one batch
+    may come from different callers (a set job, a single image): each kind is built once for all of them."""
+
+    def work(_loaded: Any, trace: Trace, i: int) -> T:
+        memo = _MEMO
+        if memo.trace is not trace:
+            memo.trace, memo.built = trace, {}
+        found = memo.built.get(kind)
+        if found is None:
+            found = memo.built[kind] = build(trace)
+        if i == trace.batch_size - 1:  # the batch's last image: let its tensors go
+            memo.trace, memo.built = None, {}
+        return cast(T, found[i])
+
+    return work
 
 
 # ---------------------------------------------------------------------------------------------- captures
 class Captures:
-    """(image, model) -> its bundle: from memory while being stored, else one (single-flight) capture."""
+    """(image, model) -> its results: the store, else one capture, single-flight within this process and,
+    through a lock in the store, across the processes sharing it (Redis).
+
+    The process that takes the lock captures, answers from memory and stores every result in the background,
+    then marks the bundle done (``bundle_key``) and releases the lock; a process that finds the lock taken
+    waits for that mark and reads the store.
+    """
 
     def __init__(self, settings: Settings, store: Store, pool: RunnerPool, images: ImageService) -> None:
         self.settings = settings
@@ -216,51 +255,55 @@ class Captures:
         self.pool = pool
         self.images = images
         self.flight = SingleFlight()
-        self.requested = 0  # bundles computed (for tests and /metrics)
-        self._memo = _BatchMemo()
+        self.locks = SharedLocks(store, ttl_s=int(settings.request_timeout_s) + 60)
+        self.requested = 0  # bundles computed here (for tests and /metrics)
         self._persisting: dict[str, Bundle] = {}
         self._persist_tasks: set[asyncio.Task[None]] = set()
 
-    async def bundle(self, image_id: str, info: ModelInfo) -> Bundle:
-        """Capture once for (image, model), answer from memory, store every result in the background."""
-        key = K.bundle_key(*info.addr(image_id))
-        pending = self._persisting.get(key)
-        if pending is not None:  # computed a moment ago, still on its way into the store
-            return pending
-        return await self.flight.run(key, lambda: self._capture(key, image_id, info))
-
-    def _work(self, info: ModelInfo) -> Callable[[Any, Trace, int], Bundle]:
-        """The runner's per-image hook: the first image of a batch builds the bundles of all of them."""
-        memo = self._memo
-
-        def work(_loaded: Any, trace: Trace, i: int) -> Bundle:
-            if memo.trace is not trace or memo.bundles is None:
-                memo.trace, memo.bundles = trace, build_bundles(info, trace)
-            bundle = memo.bundles[i]
-            if i == len(memo.bundles) - 1:  # the batch is done: let its tensors go
-                memo.trace = memo.bundles = None
-            return bundle
-
-        return work
-
-    async def _capture(self, key: str, image_id: str, info: ModelInfo) -> Bundle:
+    async def run(self, image_id: str, info: ModelInfo, work: Callable[[Any, Trace, int], T]) -> T:
+        """Queue one image on its model's runner; ``work`` runs on the runner thread after the capture."""
         from backend.imaging import Preprocessing
 
         # Shrunk to what the model reads before it waits in the queue: a few hundred KB, not 120 MB.
         image = await self.images.model_view(image_id, Preprocessing.from_dict(info.preprocessing))
         runner = self.pool.pick(info.id)
-        self.requested += 1
-        bundle: Bundle = await runner.submit(
-            info.id, image, self._work(info), timeout=self.settings.request_timeout_s
-        )
+        result: T = await runner.submit(info.id, image, work, timeout=self.settings.request_timeout_s)
+        return result
+
+    async def bundle(self, image_id: str, info: ModelInfo) -> Bundle | None:
+        """This process's bundle of (image, model), or None when another process captured and stored it."""
+        key = K.bundle_key(*info.addr(image_id))
+        pending = self._persisting.get(key)
+        if pending is not None:  # computed a moment ago, still on its way into the store
+            return pending
+        return await self.flight.run(key, lambda: self._bundle_once(key, image_id, info))
+
+    async def _bundle_once(self, key: str, image_id: str, info: ModelInfo) -> Bundle | None:
+        token = await self.locks.acquire(key)
+        if token is None:  # another process captures it right now
+            if await self.locks.wait(key, lambda: self._stored(key)):
+                return None
+            token = await self.locks.acquire(key) or b""  # it failed: capture here
+        try:
+            self.requested += 1
+            bundle = await self.run(image_id, info, per_batch("bundle", lambda t: build_bundles(info, t)))
+        except BaseException:
+            await self.locks.release(key, token)
+            raise
         self._persisting[key] = bundle
-        task = asyncio.create_task(self._persist(key, image_id, info, bundle), name=f"persist-{key[-8:]}")
+        task = asyncio.create_task(
+            self._persist(key, token, image_id, info, bundle), name=f"persist-{key[-8:]}"
+        )
         self._persist_tasks.add(task)
         task.add_done_callback(self._persist_tasks.discard)
         return bundle
 
-    async def _persist(self, key: str, image_id: str, info: ModelInfo, bundle: Bundle) -> None:
-        """Encode (the codec releases the GIL: this overlaps the next capture) and write every key."""
+    async def _stored(self, key: str) -> bool:
+        return await self.store.get(key) is not None
+
+    async def _persist(self, key: str, token: bytes, image_id: str, info: ModelInfo, bundle: Bundle) -> None:
+        """Encode (the codec releases the GIL: this overlaps the next capture), write every key, then mark the
+        bundle stored and release the lock (waiting processes read the store from then on)."""
         try:
             bundle.encoded = await asyncio.to_thread(encode_bundle, info, image_id, bundle)
             items = list(bundle.encoded.items())
@@ -268,36 +311,58 @@ class Captures:
                 await asyncio.gather(
                     *(self.store.set(k, v) for k, v in items[start : start + _WRITES_AT_ONCE])
                 )
+            await self.store.set(key, b"1")
         except Exception:  # the cache is best effort; the results were already served
             log.exception("storing the results of %s with %s failed", image_id[:12], info.id)
         finally:
             self._persisting.pop(key, None)
+            await self.locks.release(key, token)
 
     async def settle(self) -> None:
         """Wait until every computed result is in the store (tests, shutdown)."""
         while self._persist_tasks:
             await asyncio.gather(*list(self._persist_tasks), return_exceptions=True)
 
+    async def _result(
+        self,
+        key: str,
+        image_id: str,
+        info: ModelInfo,
+        decode: Callable[[bytes], R],
+        pick: Callable[[Bundle], R],
+    ) -> R:
+        """The value under ``key`` in the store, else from the image's bundle (captured here or elsewhere)."""
+        for attempt in range(2):
+            data = await self.store.get(key)
+            if data is not None:
+                try:
+                    return decode(data)
+                except ValueError as exc:
+                    log.warning("corrupt cache value under %s (%s); recomputing", key, exc)
+            bundle = await self.bundle(image_id, info)
+            if bundle is not None:
+                return pick(bundle)
+            if attempt == 0:
+                continue  # another process stored it: read it
+        # Stored elsewhere but gone again (evicted, Redis down): capture here, without the lock.
+        self.requested += 1
+        return pick(await self.run(image_id, info, per_batch("bundle", lambda t: build_bundles(info, t))))
+
     async def array(
         self, key: str, image_id: str, info: ModelInfo, pick: Callable[[Bundle], np.ndarray]
     ) -> np.ndarray:
         """A stored array, else the one ``pick`` takes from the image's bundle."""
-        data = await self.store.get(key)
-        if data is not None:
-            try:
-                return decode_array(data)
-            except ValueError as exc:
-                log.warning("corrupt cache value under %s (%s); recomputing", key, exc)
-        return pick(await self.bundle(image_id, info))
+        return await self._result(key, image_id, info, decode_array, pick)
 
     async def metrics(self, image_id: str, info: ModelInfo) -> dict[str, Any]:
         """The stored metrics object of one image, else its bundle's."""
-        data = await self.store.get(K.metrics_key(*info.addr(image_id)))
-        if data is not None:
-            try:
-                obj = decode_json(data)
-                if isinstance(obj, dict):
-                    return obj
-            except ValueError:
-                pass
-        return (await self.bundle(image_id, info)).metrics
+
+        def decode(data: bytes) -> dict[str, Any]:
+            obj = decode_json(data)
+            if not isinstance(obj, dict):
+                raise ValueError("the metrics value is not a JSON object")
+            return obj
+
+        return await self._result(
+            K.metrics_key(*info.addr(image_id)), image_id, info, decode, lambda b: b.metrics
+        )

@@ -14,8 +14,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,12 +25,14 @@ from backend.cache import keys as K
 from backend.config import Settings
 from backend.errors import BadRequest, NotFound
 from backend.service import render
-from backend.service.aggregate import aggregate_metrics
-from backend.service.bundle import Captures
+from backend.service.bundle import Captures, ModelInfo, per_batch
 from backend.service.hot import HotCache, View
 from backend.service.images import IMAGE_ID_RE, ImageService, atomic_write, sweep_partial
 from backend.service.jobs import Job, JobManager
 from backend.service.models import ModelService
+
+if TYPE_CHECKING:
+    from backend.capture import Trace
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +221,7 @@ class SetService:
             return found
 
         async def work(job: Job) -> View:
-            sem = asyncio.Semaphore(max(1, self.settings.max_batch))
-
-            async def one(iid: str) -> dict[str, Any]:
-                async with sem:
-                    obj = await self.captures.metrics(iid, info)
-                job.advance()
-                return obj
-
-            objs = await asyncio.gather(*(one(i) for i in members))
-            obj = aggregate_metrics(objs)
+            obj = await self._set_metrics(members, info, job)
             obj["set"] = set_id
             obj["images"] = members
             view = render.json_object_view(obj)
@@ -245,6 +239,46 @@ class SetService:
             total=len(members),
         )
         return await self._wait(job)
+
+    async def _set_metrics(self, members: list[str], info: ModelInfo, job: Job) -> dict[str, Any]:
+        """``compute_metrics`` of the whole set, streamed through the runner in batches with bounded memory:
+        each image's per-image values (small) are kept, the positional sums added up as images arrive; no
+        maps are built or stored. Each image's own metrics object is stored on the way (its metrics view and
+        the claims then need no capture)."""
+        from backend.analysis.modern import ModernValues, summarize_modern
+        from backend.analysis.representation import PositionSums
+        from backend.analysis.summary import PerImage, summarize
+
+        # Two batches in flight: the next one waits in the queue while the runner works on one.
+        sem = asyncio.Semaphore(2 * max(1, self.settings.max_batch))
+        work = per_batch("set-values", lambda trace: set_values(info, trace))
+        values: list[ImageValues | None] = [None] * len(members)
+        sums: list[PositionSums] = []
+
+        async def one(index: int, iid: str) -> None:
+            async with sem:
+                found = await self.captures.run(iid, info, work)
+            if found.positions is not None:  # add up at once: one (L + 1, Np, C) sum, whatever the set size
+                sums[:] = [found.positions if not sums else PositionSums.add([sums[0], found.positions])]
+                found.positions = None
+            values[index] = found
+            await self.store.set(K.metrics_key(*info.addr(iid)), encode_json(found.metrics))
+            job.advance()
+
+        job.advance(0, len(members))
+        await asyncio.gather(*(one(i, iid) for i, iid in enumerate(members)))
+        done = [v for v in values if v is not None]
+        obj = summarize(
+            PerImage.concat([v.values for v in done]),
+            model=info.id,
+            family=info.family,
+            preprocessing=info.preprocessing,
+            grid=info.grid,
+            patch_size=info.patch_size,
+        )
+        modern = ModernValues.concat([v.modern for v in done])
+        obj.update(summarize_modern(replace(modern, positions=sums[0] if sums else None)))
+        return obj
 
     async def embeddings(self, set_id: str, model_id: str, layer: int, method: str) -> View | Job:
         members = await self.members(set_id)
@@ -329,6 +363,46 @@ class SetService:
             return await asyncio.wait_for(asyncio.shield(job.task), self.settings.set_wait_s)
         except TimeoutError:
             return job
+
+
+@dataclass
+class ImageValues:
+    """One image's share of a set's metrics: its own metrics object, its per-image values and its sums."""
+
+    metrics: dict[str, Any]
+    values: Any  # summary.PerImage of this image (CPU, float64)
+    modern: Any  # modern.ModernValues of this image (CPU, float64; positions None)
+    positions: Any  # representation.PositionSums of this image, or None
+
+
+def set_values(info: ModelInfo, trace: Trace) -> list[ImageValues]:
+    """Runs on the runner's thread: the per-image values of every image of a batch, computed once over it."""
+    from backend.analysis.modern import modern_values, summarize_modern
+    from backend.analysis.representation import PositionSums
+    from backend.analysis.summary import PerImage, per_image_values, summarize
+
+    prefix = trace.num_prefix_tokens
+    raw = per_image_values(trace)
+    host = PerImage(*(t.double().cpu() for t in (raw.distance, raw.nmi, raw.entropy, raw.scalars)))
+    modern = modern_values(trace).cpu()
+    out = []
+    for i in range(trace.batch_size):
+        one = slice(i, i + 1)
+        values = PerImage(host.distance[:, one], host.nmi[:, one], host.entropy[:, one], host.scalars[:, one])
+        mine = modern.select(i)
+        metrics = summarize(
+            values,
+            model=info.id,
+            family=info.family,
+            preprocessing=info.preprocessing,
+            grid=info.grid,
+            patch_size=info.patch_size,
+        )
+        metrics.update(summarize_modern(mine))
+        sums = PositionSums.of([x[one] for x in trace.x_out], prefix)
+        positions = PositionSums(sums.count, sums.total.cpu(), sums.square.cpu())
+        out.append(ImageValues(metrics, values, mine, positions))
+    return out
 
 
 def _project(x: np.ndarray, method: str) -> np.ndarray:
