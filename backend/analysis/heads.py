@@ -42,7 +42,8 @@ def head_diversity(attn: Tensor, num_prefix: int) -> Tensor:
     a = patch_attention(attn, num_prefix, DISTANCE_EPS)  # (B, H, Q, K)
     h = _entropy(a)  # (B, H, Q)
     i, j = torch.triu_indices(heads, heads, offset=1, device=a.device)
-    mixed = _entropy((a[:, i] + a[:, j]) / 2)  # (B, pairs, Q)
+    m = a[:, i].add_(a[:, j]).mul_(0.5)  # (B, pairs, Q, K), every entry > 0 (the 1e-32): log is finite
+    mixed = -m.log().mul_(m).sum(-1)  # in place: the pairs tensor is the big one
     return (mixed - (h[:, i] + h[:, j]) / 2).mean((1, 2))
 
 

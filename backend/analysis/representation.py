@@ -52,9 +52,12 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
     """RankMe (Garrido et al. 2023) of each image's patch tokens ``Z`` (Np x C, not centred), per depth.
 
     ``s`` = singular values of Z, ``p = s / sum(s) + 1e-7``, value ``exp(-sum p log p)``: ``D x (B, N, C)`` ->
-    ``(D, B)``. About k for k equal singular values, 1 for rank one; at most min(Np, C).
+    ``(D, B)`` float64. About k for k equal singular values, 1 for rank one; at most min(Np, C).
     """
-    s = torch.linalg.svdvals(_patch_stack(states, num_prefix))  # (D, B, min(Np, C))
+    z = _patch_stack(states, num_prefix)  # (D, B, Np, C)
+    # s^2 = eigenvalues of the smaller Gram matrix, solved in float64: a few times faster than an SVD
+    gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
+    s = torch.linalg.eigvalsh(gram.double()).clamp_min(0).sqrt()  # (D, B, min(Np, C))
     p = s / s.sum(-1, keepdim=True) + RANKME_EPS
     return torch.exp(-torch.special.xlogy(p, p).sum(-1))
 
