@@ -76,14 +76,10 @@ def attention_name(
 
 
 def figure_name(meta: dict[str, Any] | None, fallback: str) -> str:
-    """The file name (no extension) of a drawn figure from its ``layout.meta``: an attention map's from what
-    it shows now (the page's script updates its query in place), any other from its ``filename``."""
-    meta = meta or {}
-    if all(k in meta for k in ("model", "layer", "head", "query")):
-        return attention_name(
-            str(meta["model"]), int(meta["layer"]), meta["head"], meta["query"], meta.get("grid")
-        )
-    return slug(meta.get("filename") or f"{PREFIX}_{fallback}")
+    """The file name (no extension) of a drawn figure: its ``layout.meta.filename`` (``app.figures`` writes
+    it; the page's script keeps an attention map's current when it draws a clicked query), else
+    ``fallback``."""
+    return slug((meta or {}).get("filename") or f"{PREFIX}_{fallback}")
 
 
 def curves_name(scope: str, num_images: int) -> str:

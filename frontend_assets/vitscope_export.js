@@ -1,8 +1,7 @@
-/* Figure exports, only what needs the browser (Plotly draws the PNG and SVG): a panel's PNG / SVG buttons
- * (panelFigures, then downloadPanel with the names the server gave) and "Export all panels" (collectFigures;
- * the zip and its README are built on the server, app/exports.py). File names are the server's
- * (app.exports.figure_name of each figure's layout.meta). Merged into the namespace vitscope.js sets up
- * (this file loads after it). */
+/* "Export all panels": only what needs the browser (Plotly draws the PNG and SVG of every figure); the zip
+ * and its README are built on the server (app/exports.py), which names the files from each figure's
+ * layout.meta. Called through ClientsideFunction("vitscope", "collectFigures"); merged into the namespace
+ * vitscope.js sets up (this file loads after it). */
 (function () {
   "use strict";
 
@@ -25,39 +24,6 @@
     var fl = gd._fullLayout || {};
     return { width: fl.width, height: fl.height };
   }
-
-  function triggeredId() {
-    var cc = dc.callback_context;
-    var t = cc && cc.triggered && cc.triggered[0];
-    return t && t.prop_id ? t.prop_id.split(".")[0] : "";
-  }
-
-  /* A panel's PNG / SVG button: which figures it holds (for the server to name), in page order. */
-  ns.panelFigures = function (_png, _svg, panelId) {
-    var panel = document.getElementById(panelId);
-    if (!panel) return dc.no_update;
-    return {
-      panel: panelId,
-      format: /svg$/.test(triggeredId()) ? "svg" : "png",
-      figures: drawn(panel).map(function (gd) { return { holder: holderId(gd), meta: gd.layout.meta || {} }; }),
-      at: Date.now(),
-    };
-  };
-
-  /* Then download them under those names (the same figures, in the same order). */
-  ns.downloadPanel = function (req) {
-    var panel = req && document.getElementById(req.panel);
-    if (!panel || !window.Plotly) return dc.no_update;
-    var figures = drawn(panel);
-    figures.forEach(function (gd, i) {
-      window.Plotly.downloadImage(gd, Object.assign(size(gd), {
-        format: req.format,
-        filename: (req.names && req.names[i]) || "vitscope_" + holderId(gd),
-        scale: req.format === "png" ? 2 : 1,
-      }));
-    });
-    return { format: req.format, count: figures.length, at: Date.now() };
-  };
 
   /* "Export all panels": every drawn figure as PNG and SVG data URLs with its meta, for the server's zip. */
   ns.collectFigures = function (clicks) {

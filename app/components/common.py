@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html
-from dash.exceptions import PreventUpdate
 
 from app.context import help_text
-from app.exports import figure_name
 from app.figures.style import graph_config
 
 # Shared state (dcc.Store ids), created once by app.main.
@@ -93,8 +91,6 @@ def export_bar(prefix: str, *, label: str) -> html.Div:
                 "CSV", id=f"{prefix}-exp-csv", className="btn btn-small", title=f"numbers of {label}"
             ),
             dcc.Download(id=f"{prefix}-download"),
-            dcc.Store(id=f"{prefix}-exp-req"),
-            dcc.Store(id=f"{prefix}-exp-names"),
             dcc.Store(id=f"{prefix}-exp-done"),
         ],
         className="export-bar",
@@ -117,32 +113,15 @@ def error_list(errors: list[str]) -> html.Div | None:
 
 
 def register_image_export(app: Dash, prefix: str) -> None:
-    """PNG / SVG export of every figure in ``<prefix>-panel``, drawn by Plotly in the browser and named here
-    after what each shows now (``app.exports.figure_name`` of its ``layout.meta``; the page's script updates
-    an attention map's query in place): the browser lists the figures, the server names them, the browser
-    downloads them."""
+    """PNG / SVG export of every figure in ``<prefix>-panel``, drawn by Plotly in the browser and named by
+    each figure's ``layout.meta.filename`` (written by ``app.figures``; the page's script keeps an attention
+    map's current when it redraws a clicked query)."""
     app.clientside_callback(
-        ClientsideFunction("vitscope", "panelFigures"),
-        Output(f"{prefix}-exp-req", "data"),
+        ClientsideFunction("vitscope", "exportImages"),
+        Output(f"{prefix}-exp-done", "data"),
         Input(f"{prefix}-exp-png", "n_clicks"),
         Input(f"{prefix}-exp-svg", "n_clicks"),
         State(f"{prefix}-panel", "id"),
-        prevent_initial_call=True,
-    )
-
-    @app.callback(
-        Output(f"{prefix}-exp-names", "data"), Input(f"{prefix}-exp-req", "data"), prevent_initial_call=True
-    )
-    def names(req: dict[str, Any] | None) -> dict[str, Any]:
-        if not req:
-            raise PreventUpdate
-        figures = req.get("figures") or []
-        return {**req, "names": [figure_name(f.get("meta"), str(f.get("holder") or prefix)) for f in figures]}
-
-    app.clientside_callback(
-        ClientsideFunction("vitscope", "downloadPanel"),
-        Output(f"{prefix}-exp-done", "data"),
-        Input(f"{prefix}-exp-names", "data"),
         prevent_initial_call=True,
     )
 

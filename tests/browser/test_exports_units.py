@@ -120,18 +120,15 @@ def test_export_all_zip_holds_figures_numbers_and_a_readme() -> None:
     assert "renormalized to sum 1" in readme, "README says how the maps were computed"
 
 
-def test_figure_names_follow_what_the_figure_shows_now() -> None:
-    shown = {"image": SHA, "model": "m", "grid": [8, 8], "patch": 4, "layer": 5, "head": "1", "query": 9,
-             "filename": "vitscope_m_block5_head1_query-cls"}  # fmt: skip
-    assert figure_name(shown, "att-graph-0") == "vitscope_m_block5_head1_query-r1c1", (
-        "the query the page's script drew last, not a stale filename"
-    )
-    assert figure_name({"filename": "vitscope_curves_one-image"}, "crv-graph") == "vitscope_curves_one-image"
-    assert figure_name(None, "spc-graph") == "vitscope_spc-graph"
+def test_figure_names_come_from_the_figures_meta() -> None:
     fig = attention_figure(image=SHA, model="cifar-cl-vit-t4", title="t", image_uri=None,
                            amap=[[0.25, 0.25], [0.25, 0.25]], grid=(2, 2), patch=4, layer=3, head="mean",
                            rc=(1, 0), opacity=0.5)  # fmt: skip
     assert fig.layout.meta["filename"] == "vitscope_cifar-cl-vit-t4_block3_head-mean_query-r1c0"
+    assert figure_name(fig.layout.meta, "att") == "vitscope_cifar-cl-vit-t4_block3_head-mean_query-r1c0"
+    assert figure_name({"filename": "vitscope_curves_one-image"}, "crv-graph") == "vitscope_curves_one-image"
+    assert figure_name(None, "spc-graph") == "vitscope_spc-graph"
+    assert figure_name({"filename": "../x y"}, "f") == "x-y", "a name from the browser is made safe"
 
 
 def test_figure_readme_text_is_plain_and_says_what_a_map_shows() -> None:
