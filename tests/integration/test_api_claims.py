@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from backend.analysis.claims import ModelValues, evaluate_claims
+from backend.api.routes.claims import ClaimsOut
 from tests.integration.test_api import Api, png_bytes, running, settings_for, write_tiny_model
 from tests.unit.test_cli_claims import constructed
 
@@ -44,6 +45,7 @@ async def test_claims_of_a_set_and_of_one_image(api: Api) -> None:
     r = await api.client.get("/api/v1/claims", params={**ROLES, "set": set_id})
     assert r.status_code == 200, r.text
     body = r.json()
+    ClaimsOut.model_validate(body, strict=True)  # the documented shape
     assert body["all_held"] and (body["held"], body["total"], body["images"]) == (4, 4, 3)
     assert body["set"] == set_id and body["image"] is None and body["image_ids"] == ids
     assert body["models"] == ROLES and body["distance_scale"] == "px"

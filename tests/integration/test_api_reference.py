@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.api.routes.reference import ReferenceOut
 from backend.reference import paper_reference
 from tests.integration.test_api import Api, api, models_env, tiny_models_cache
 
@@ -15,6 +16,7 @@ async def test_reference_is_the_shipped_document(api: Api) -> None:
     r = await api.client.get("/api/v1/reference")
     assert r.status_code == 200, r.text
     body = r.json()
+    ReferenceOut.model_validate(body, strict=True)  # the documented shape
     assert body == paper_reference()
     assert body["series"][0]["id"] == "mocov3-b16.attention_distance"
     assert body["series"][0]["values_relative"][0] == pytest.approx(110.41 / 116.4922, abs=1e-4)
