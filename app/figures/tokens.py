@@ -22,6 +22,12 @@ def token_points(body: dict[str, Any]) -> list[tuple[int, int, float, float]]:
     ]
 
 
+def image_id(body: dict[str, Any], index: int) -> str:
+    """The id of the set's ``index``-th image in the API's embeddings answer (``images``)."""
+    images = body.get("images") or []
+    return str(images[index]) if index < len(images) else ""
+
+
 def tokens_figure(
     per_model: dict[str, dict[str, Any]],
     *,
@@ -45,7 +51,9 @@ def tokens_figure(
                 go.Scatter(
                     x=[p[2] for p in sel],
                     y=[p[3] for p in sel],
-                    customdata=[[p[1], p[1] // w, p[1] % w] for p in sel],
+                    # patch index, row, col, image id, model: the page's script outlines that patch on the
+                    # model's attention map when it shows that image
+                    customdata=[[p[1], p[1] // w, p[1] % w, image_id(per_model[m], k), m] for p in sel],
                     mode="markers",
                     marker=dict(size=4, color=IMAGE_COLOURS[k % len(IMAGE_COLOURS)], opacity=0.75),
                     name=name,

@@ -8,6 +8,7 @@ from typing import Any
 from app.figures.curves import curves_figure
 from app.figures.spectrum import spectrum_figure
 from app.figures.style import model_colours
+from app.figures.tokens import tokens_figure
 from app.metrics import (
     DISTANCE_RELATIVE,
     METRICS,
@@ -160,3 +161,13 @@ def test_delta_bin_label_names_the_bin_once_or_per_model() -> None:
     fig = curves_figure({"a": a, "b": b}, colours=model_colours(["a", "b"], families), families=families,
                         layer=1, subtitle="s", delta_label=delta_bin_label({"a": a}))  # fmt: skip
     assert "3/4 π per patch" in fig.layout.annotations[3].text
+
+
+def test_token_points_carry_patch_position_image_and_model_for_the_hover() -> None:
+    body = {"grid": [8, 8], "images": ["a" * 64, "b" * 64], "coords": [[0.0, 1.0], [2.0, 3.0]],
+            "image_index": [0, 1], "token_index": [10, 63]}  # fmt: skip
+    fig = tokens_figure({"m": body}, image_names=["cat", "dog"], titles={}, subtitle="")
+    first, second = fig.data
+    assert [list(c) for c in first.customdata] == [[10, 1, 2, "a" * 64, "m"]]
+    assert [list(c) for c in second.customdata] == [[63, 7, 7, "b" * 64, "m"]]
+    assert "patch #%{customdata[0]} (row %{customdata[1]}" in first.hovertemplate and first.name == "cat"
