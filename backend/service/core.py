@@ -35,7 +35,7 @@ class AnalysisService:
         self.store = store
         self.pool = pool
         self.hot = HotCache(settings.hot_cache_bytes)
-        self.jobs = JobManager(settings.job_history)
+        self.jobs = JobManager(settings.job_history, store)
         self.images = ImageService(settings, store)
         self.models = ModelService(settings, pool, self.jobs)
         self.captures = Captures(settings, store, pool, self.images)

@@ -2,7 +2,9 @@
 
 A job is an asyncio task plus a small record. Jobs with the same key (the same work) are shared while one
 runs; finished records are kept for ``history`` jobs, oldest first out. The result itself lives in the cache
-(and the hot lane); a job points at it with ``result_url``.
+(and the hot lane); a job points at it with ``result_url``. With a shared store (Redis) every record is also
+published there (``job_key``, at each change of status and at most every ``PUBLISH_EVERY_S`` of progress),
+so any process of the service answers ``GET /jobs/{id}`` for a job another one runs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.cache import Store, decode_json, encode_json
+from backend.cache import keys as K
 from backend.errors import VitscopeError
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+PUBLISH_EVERY_S = 0.5
+RECORD_TTL_S = 24 * 3600
 
 
 @dataclass
@@ -38,12 +44,15 @@ class Job:
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False)
 
     def advance(self, done: int | None = None, total: int | None = None) -> None:
         if total is not None:
             self.total = max(1, total)
         self.done = self.done + 1 if done is None else done
         self.updated = time.time()
+        if self.on_change is not None:
+            self.on_change(self, False)
 
     @property
     def progress(self) -> float:
@@ -69,13 +78,45 @@ class Job:
 
 
 class JobManager:
-    def __init__(self, history: int = 256) -> None:
+    def __init__(self, history: int = 256, store: Store | None = None) -> None:
         self.history = history
+        self.store = store if store is not None and store.backend != "memory" else None
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._running: dict[Hashable, Job] = {}
+        self._published: dict[str, float] = {}
+        self._writes: set[asyncio.Task[None]] = set()
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    async def record(self, job_id: str) -> dict[str, Any] | None:
+        """The job's record: from this process, else as another process published it."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            return job.as_dict()
+        if self.store is None:
+            return None
+        data = await self.store.get(K.job_key(job_id))
+        if data is None:
+            return None
+        try:
+            obj = decode_json(data)
+        except ValueError:
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    def _publish(self, job: Job, force: bool) -> None:
+        if self.store is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._published.get(job.id, 0.0) < PUBLISH_EVERY_S:
+            return
+        self._published[job.id] = now
+        task = asyncio.create_task(
+            self.store.set(K.job_key(job.id), encode_json(job.as_dict()), RECORD_TTL_S)
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     def list(self) -> list[Job]:
         return list(reversed(self._jobs.values()))
@@ -95,6 +136,7 @@ class JobManager:
         if job is not None:
             return job
         job = Job(uuid.uuid4().hex, kind, key, description, result_url=result_url, total=max(1, total))
+        job.on_change = self._publish
         self._jobs[job.id] = job
         self._running[key] = job
         job.task = asyncio.create_task(self._run(job, work), name=f"job-{kind}-{job.id[:8]}")
@@ -105,6 +147,7 @@ class JobManager:
     async def _run(self, job: Job, work: Callable[[Job], Awaitable[Any]]) -> Any:
         job.status = RUNNING
         job.updated = time.time()
+        self._publish(job, True)
         try:
             result = await work(job)
         except asyncio.CancelledError:
@@ -124,6 +167,8 @@ class JobManager:
             return result
         finally:
             job.updated = time.time()
+            self._published.pop(job.id, None)
+            self._publish(job, True)
             if self._running.get(job.key) is job:
                 del self._running[job.key]
 
@@ -141,6 +186,8 @@ class JobManager:
         for task in tasks:
             with contextlib.suppress(BaseException):  # shutting down: every outcome is fine
                 await task
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys((QUEUED, RUNNING, SUCCEEDED, FAILED), 0)

@@ -221,11 +221,22 @@ class SetService:
             return found
 
         async def work(job: Job) -> View:
-            obj = await self._set_metrics(members, info, job)
-            obj["set"] = set_id
-            obj["images"] = members
-            view = render.json_object_view(obj)
-            await self.store.set(skey, view.body)
+            locks = self.captures.locks
+            token = await locks.acquire(skey)
+            if token is None:  # another process computes this set right now: wait for its answer
+                if await locks.wait(skey, lambda: self._stored(skey)):
+                    found = await self._cached(hot_key, skey)
+                    if found is not None:
+                        return found
+                token = b""
+            try:
+                obj = await self._set_metrics(members, info, job)
+                obj["set"] = set_id
+                obj["images"] = members
+                view = render.json_object_view(obj)
+                await self.store.set(skey, view.body)
+            finally:
+                await locks.release(skey, token)
             self.hot.put(hot_key, view)
             return view
 
@@ -356,6 +367,9 @@ class SetService:
             self.hot.put(hot_key, view)
             return view
         return None
+
+    async def _stored(self, key: str) -> bool:
+        return await self.store.get(key) is not None
 
     async def _wait(self, job: Job) -> View | Job:
         assert job.task is not None

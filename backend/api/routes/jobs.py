@@ -28,7 +28,7 @@ async def get_job(
 ) -> Response:
     """``status``: queued | running | succeeded | failed; ``progress`` 0..1; ``result_url`` once it succeeded;
     ``error`` ``{code, message}`` when it failed."""
-    job = jobs.get(job_id)
-    if job is None:
+    record = await jobs.record(job_id)  # this process's, or another's through the shared store
+    if record is None:
         raise NotFound(f"no job with id {job_id}; jobs are kept for the last {jobs.history} only")
-    return render.json_object_view(job.as_dict()).as_response()
+    return render.json_object_view(record).as_response()
