@@ -262,7 +262,9 @@ class Settings(UiSettings):
     client_upload_bytes_per_hour: int = Field(
         default=256 * MiB, ge=0, description="Bytes one client may upload per hour (0: no cap)."
     )
-    max_set_images: int = Field(default=64, ge=1, le=1024, description="Most images in one set.")
+    max_set_images: int = Field(
+        default=1024, ge=1, le=1024, description="Most images in one set (analysed as a job, in batches)."
+    )
     max_sets: int = Field(
         default=10_000,
         ge=1,
