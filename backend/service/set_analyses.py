@@ -1,8 +1,8 @@
-"""Set-level analyses from the cached patch tokens of every image and depth: linear CKA between two models
-(with its permutation null) and the positional share of one model, computed as jobs like the set metrics.
+"""Linear CKA between two models on a set (with its permutation null), computed as a job like the set metrics.
 
-They need the whole set at once, so they cannot come from per-image metrics: each reads the cached
-``x_out`` patch tokens (float16, ``tokens_key``; a capture when they are missing) image by image.
+It needs both models' representations of the whole set at once, so it cannot come from per-image metrics: it
+reads the cached ``x_out`` patch tokens (float16, ``tokens_key``; a capture when they are missing) image by
+image. (The positional share, also set-level, is part of the set metrics.)
 """
 
 from __future__ import annotations
@@ -28,13 +28,8 @@ def cka_view_key(set_id: str, a: ModelInfo, b: ModelInfo) -> str:
     return K.make_key("view-set-cka", set_id, a.id, a.digest, a.preprocessing, b.id, b.digest, prep_b)
 
 
-def positional_share_view_key(set_id: str, info: ModelInfo) -> str:
-    return K.make_key("view-set-positional-share", set_id, info.id, info.digest, info.preprocessing)
-
-
 class SetAnalyses:
-    """``GET /sets/{id}/cka`` and ``GET /sets/{id}/positional-share`` on top of a SetService (its members,
-    captures, cache, jobs and wait)."""
+    """``GET /sets/{id}/cka`` on top of a SetService (its members, captures, cache, jobs and wait)."""
 
     def __init__(self, sets: SetService) -> None:
         self.sets = sets
@@ -107,51 +102,5 @@ class SetAnalyses:
             work,
             result_url=f"/api/v1/sets/{set_id}/cka?model_a={a.id}&model_b={b.id}",
             total=len(members) * (1 if same else 2),
-        )
-        return await self.sets._wait(job)
-
-    async def positional_share(self, set_id: str, model_id: str) -> View | Job:
-        members = await self._members(set_id, "the positional share")
-        info = await self.sets.models.info(model_id)
-        hot_key = ("set-positional-share", set_id, info.id, info.digest)
-        skey = positional_share_view_key(set_id, info)
-        found = await self.sets._cached(hot_key, skey)
-        if found is not None:
-            return found
-
-        async def work(job: Job) -> View:
-            import torch
-
-            from backend.analysis.representation import PositionSums, positional_share
-
-            sums: PositionSums | None = None
-            for iid in members:  # one image at a time: the sums stay (L + 1, Np, C)
-                depths = [await self._tokens(info, iid, d) for d in range(info.layers + 1)]
-                part = PositionSums.of([torch.from_numpy(t)[None] for t in depths], 0)
-                sums = part if sums is None else PositionSums.add([sums, part])
-                job.advance()
-            assert sums is not None
-            share = positional_share(sums)
-            assert share is not None
-            payload = {
-                "set": set_id,
-                "images": members,
-                "model": info.id,
-                "depth": list(range(info.layers + 1)),
-                "value": share.tolist(),
-                "num_images": len(members),
-            }
-            view = render.json_object_view(payload)
-            await self.sets.store.set(skey, view.body)
-            self.sets.hot.put(hot_key, view)
-            return view
-
-        job = self.sets.jobs.ensure(
-            hot_key,
-            "set-positional-share",
-            f"positional share of set {set_id[:12]} with {info.id}",
-            work,
-            result_url=f"/api/v1/sets/{set_id}/positional-share?model={info.id}",
-            total=len(members),
         )
         return await self.sets._wait(job)

@@ -1,4 +1,4 @@
-"""``GET /sets/{id}/cka`` and ``/sets/{id}/positional-share`` end to end (real Redis), checked against the
+"""``GET /sets/{id}/cka`` (and the set metrics' positional share) end to end (real Redis), checked against the
 analyses run directly on a capture of the same images; the new metrics and the no-CLS 400 through the API."""
 
 from __future__ import annotations
@@ -83,10 +83,11 @@ async def test_cka_and_positional_share_of_a_set(api: Api) -> None:
     assert len(other["cka"]) == 3 and all(len(row) == 3 for row in other["cka"])
     assert other["cka"] != body["cka"]
 
-    r = await api.client.get(f"/api/v1/sets/{set_id}/positional-share", params={"model": TINY})
+    # the positional share of a set is in the set metrics (the same definition, from the same tokens)
+    r = await api.client.get(f"/api/v1/sets/{set_id}/metrics", params={"model": TINY})
     assert r.status_code == 200, r.text
-    share = r.json()
-    assert share["depth"] == [0, 1, 2] and share["num_images"] == 4
+    share = r.json()["positional_share"]
+    assert share["depth"] == [0, 1, 2]
     expected = positional_share_of(trace.x_out, trace.num_prefix_tokens)
     assert expected is not None
     assert share["value"] == pytest.approx(expected.tolist(), abs=2e-3)
@@ -96,8 +97,6 @@ async def test_set_analyses_refuse_what_they_cannot_compute(api: Api) -> None:
     one = await api.upload_ok(png_bytes(9))
     set_id = (await api.client.post("/api/v1/sets", json={"images": [one]})).json()["id"]
     r = await api.client.get(f"/api/v1/sets/{set_id}/cka", params={"model_a": TINY, "model_b": TINY})
-    assert r.status_code == 400 and "2 or more images" in r.text
-    r = await api.client.get(f"/api/v1/sets/{set_id}/positional-share", params={"model": TINY})
     assert r.status_code == 400 and "2 or more images" in r.text
     two = await api.upload_ok(png_bytes(10))
     set_id = (await api.client.post("/api/v1/sets", json={"images": [one, two]})).json()["id"]

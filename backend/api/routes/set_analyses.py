@@ -1,4 +1,4 @@
-"""Set-level analyses from the cached patch tokens: linear CKA between two models, positional share."""
+"""Set-level similarity: linear CKA between every depth of two models on a set."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from backend.api.deps import ModelParam, ModelsDep, SetId, SetsDep
+from backend.api.deps import SetId, SetsDep
 from backend.api.routes.sets import _ACCEPTED, _answer
 from backend.api.schemas import errors
 from backend.service.set_analyses import SetAnalyses
@@ -33,17 +33,3 @@ async def cka(
     ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)``. ``null_mean`` / ``null_std``: the same with the images of
     ``model_b`` shuffled (20 permutations, seed 0); ``calibrated = cka - null_mean``. Needs 2+ images."""
     return _answer(await SetAnalyses(sets).cka(set_id, model_a, model_b))
-
-
-@router.get(
-    "/{set_id}/positional-share",
-    responses={**_ACCEPTED, **errors(400, 404, 409, 422, 503)},
-    summary="Share of the patch tokens' variance that is the same at each position for every image",
-)
-async def positional_share(
-    sets: SetsDep, models: ModelsDep, set_id: SetId, model: ModelParam = None
-) -> Response:
-    """Per depth: ``n * sum_{t,c} p[t,c]^2 / sum_{i,t,c} (z - mu)^2`` with ``p[t,c]`` the mean over images of
-    the token at position ``t`` minus the overall mean ``mu_c`` (1 = only position matters). Needs 2+ images;
-    computed on the cached float16 tokens."""
-    return _answer(await SetAnalyses(sets).positional_share(set_id, model or models.default_model))
