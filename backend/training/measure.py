@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -37,15 +38,26 @@ SYNC_OPS = frozenset(
 )
 
 
+# Indexing ops that sync only when indexed with a boolean mask (x[mask], x[mask] = v).
+BOOL_INDEX_OPS = frozenset({"index", "index_put", "index_put_"})
+
+
 class _SyncCounter(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func.overloadpacket.__name__ in SYNC_OPS:
-            self.counts[str(func.overloadpacket.__name__)] += 1
+        name = func.overloadpacket.__name__
+        if name in SYNC_OPS or (name in BOOL_INDEX_OPS and _bool_index(args)):
+            self.counts[name] += 1
         return func(*args, **(kwargs or {}))
+
+
+def _bool_index(args: Any) -> bool:
+    """A boolean mask among the indices: its output size depends on the data (a nonzero on CUDA)."""
+    indices = args[1] if len(args) > 1 else ()
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ())
 
 
 def count_host_syncs(fn: Callable[[], Any]) -> Counter[str]:

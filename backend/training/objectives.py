@@ -199,23 +199,25 @@ class SelfSupervised(nn.Module):
         t = self.cfg.temperature
         return info_nce(q1, k2, t) + info_nce(q2, k1, t)
 
-    def loss(self, views: Views) -> tuple[Tensor, dict[str, float | Tensor]]:
-        parts: dict[str, float | Tensor] = {}
-        total: Tensor | None = None
+    def loss(self, views: Views) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective's loss and its detached parts ("mim", "cl"); a pure objective's loss is its part
+        itself (no multiply by 1)."""
+        parts: dict[str, Tensor] = {}
         if self.uses_mim:
             assert views.mim is not None and views.mask is not None
-            lm = self.mim_loss(views.mim, views.mask)
-            parts["mim"] = lm.detach()
-            total = (1 - self.lam) * lm
+            parts["mim"] = self.mim_loss(views.mim, views.mask)
         if self.uses_cl:
             assert views.cl1 is not None and views.cl2 is not None
-            lc = self.cl_loss(views.cl1, views.cl2)
-            parts["cl"] = lc.detach()
-            total = self.lam * lc if total is None else total + self.lam * lc
-        assert total is not None
-        return total, parts
+            parts["cl"] = self.cl_loss(views.cl1, views.cl2)
+        if self.lam == 0:
+            total = parts["mim"]
+        elif self.lam == 1:
+            total = parts["cl"]
+        else:
+            total = (1 - self.lam) * parts["mim"] + self.lam * parts["cl"]
+        return total, {k: v.detach() for k, v in parts.items()}
 
-    def forward(self, images: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
+    def forward(self, images: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.loss(self.draw(images))
 
     # -- momentum encoder ---------------------------------------------------------------------------

@@ -243,7 +243,8 @@ class Trainer:
             torch.cuda.synchronize()
 
     # -- the loop ----------------------------------------------------------------------------------
-    def fit(self) -> None:
+    def fit(self, until: int | None = None) -> None:
+        """Train to the end of the schedule (or only up to step ``until``: a run cut short, checkpointed)."""
         cfg = self.cfg
         out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +264,8 @@ class Trainer:
         t_last, step_last = time.perf_counter(), self.step
         t_start = time.perf_counter()
         window: dict[str, torch.Tensor] = {}  # losses summed on the device since the last log row
-        while self.step < self.total_steps:
+        stop = self.total_steps if until is None else min(until, self.total_steps)
+        while self.step < stop:
             loss, parts = self.train_step()
             for key, value in {"loss": loss, **parts}.items():
                 window[key] = window[key] + value if key in window else value.clone()
