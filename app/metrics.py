@@ -56,9 +56,10 @@ def panel_specs(scale: DistanceScale) -> tuple[MetricSpec, ...]:
     return (DISTANCE_RELATIVE if scale == "relative" else DISTANCE_PX, *METRICS[1:])
 
 
-def distance_scale(choice: str, grids: set[tuple[int, int]]) -> DistanceScale:
-    """``auto``: relative to uniform attention when the curves on one axis come from different grids (a 32 px
-    model on 8 x 8 next to the paper's 14 x 14), pixels when they share one; else the user's choice."""
+def distance_scale(choice: str, grids: set[tuple[int, int, int]]) -> DistanceScale:
+    """``auto``: relative to uniform attention when the curves on one axis come from different grids or patch
+    sizes (``curve_grids``: a 32 px model on 8 x 8 next to the paper's 14 x 14 at patch 16), pixels when they
+    share one (as the claims check decides); else the user's choice."""
     if choice in ("px", "relative"):
         return choice  # type: ignore[return-value]
     return "relative" if len(grids) > 1 else "px"
@@ -208,11 +209,15 @@ def reference_curves(reference: dict[str, Any] | None, spec: MetricSpec) -> list
 
 def curve_grids(
     per_model: dict[str, dict[str, Any]], reference: dict[str, Any] | None
-) -> set[tuple[int, int]]:
-    """The patch grids of the curves on one axis: each model's, and the paper's when it is overlaid."""
-    grids = {grid_of(m) for m in per_model.values()}
+) -> set[tuple[int, int, int]]:
+    """``(rows, cols, patch size)`` of the curves on one axis: each model's, and the paper's when overlaid."""
+
+    def key(obj: dict[str, Any]) -> tuple[int, int, int]:
+        return (*grid_of(obj), int(obj.get("patch_size") or 0))
+
+    grids = {key(m) for m in per_model.values()}
     if reference and reference.get("grid"):
-        grids.add(grid_of(reference))
+        grids.add(key(reference))
     return grids
 
 

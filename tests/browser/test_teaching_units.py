@@ -58,13 +58,15 @@ def small_model(uniform: float = 16.55) -> dict[str, Any]:
 
 def test_distance_scale_is_relative_exactly_when_grids_differ() -> None:
     same = {"a": small_model(), "b": small_model()}
-    assert curve_grids(same, None) == {(8, 8)}
+    assert curve_grids(same, None) == {(8, 8, 4)}
     assert distance_scale("auto", curve_grids(same, None)) == "px"
     assert distance_scale("auto", curve_grids(same, REFERENCE)) == "relative", "8 x 8 next to the paper"
     mixed = {"a": small_model(), "b": metrics_object()}  # 8 x 8 and 14 x 14
     assert distance_scale("auto", curve_grids(mixed, None)) == "relative"
     assert distance_scale("px", curve_grids(mixed, REFERENCE)) == "px", "the user's choice wins"
-    assert distance_scale("relative", {(14, 14)}) == "relative"
+    assert distance_scale("relative", {(14, 14, 16)}) == "relative"
+    patch14 = {"a": metrics_object(), "b": {**metrics_object(), "patch_size": 14}}  # 14 x 14 at 16 and at 14
+    assert distance_scale("auto", curve_grids(patch14, None)) == "relative", "same grid, other pixels"
 
 
 def test_reference_curves_pick_the_papers_main_series() -> None:
