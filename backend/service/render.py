@@ -93,14 +93,18 @@ def overlay_png(
     alpha: float = 0.6,
     cmap: str = "inferno",
     columns: int = 4,
+    scale: int = 1,
 ) -> View:
     """Each ``(H, W)`` map of ``maps`` (k, H, W) drawn over ``base`` (the model's view of the image), tiled.
 
     A map cell ``(r, c)`` covers pixels ``[r*P, (r+1)*P) x [c*P, (c+1)*P)`` of the model input (ANALYSES.md
-    A1 drawing note); the query patch, when there is one, is outlined in cyan.
+    A1 drawing note); the query patch, when there is one, is outlined in cyan. ``scale`` enlarges each tile
+    by nearest neighbour (a 32 px model's map becomes large enough to look at, its patches still sharp).
     """
     base = base.convert("RGB")
     tiles = [_overlay(base, m, patch_size, query_cell, alpha, cmap) for m in maps]
+    if scale > 1:
+        tiles = [t.resize((t.width * scale, t.height * scale), Image.Resampling.NEAREST) for t in tiles]
     return View(_png(_tile(tiles, columns)), PNG)
 
 

@@ -38,9 +38,10 @@ FORMATS = ("json", "png", "npy")
 FORMAT_PATTERN = "^(json|png|npy)$"
 HEAD_PATTERN = r"^(\d{1,4}|mean|all)$"
 QUERY_PATTERN = r"^(\d{1,6}|cls)$"
-MAX_LAYER = (
-    1024  # a syntactic bound (the route's and the fast lane's); the model's own range is checked after
-)
+# Syntactic bounds (the route's and the fast lane's); the model's own ranges are checked after.
+MAX_LAYER = 1024
+MAX_PNG_SCALE = 16  # format=png: each pixel of the model's view drawn as up to 16 x 16
+MAX_PNG_SIDE = 4096  # ... and never a map wider or taller than this
 _HEAD = re.compile(HEAD_PATTERN)
 _QUERY = re.compile(QUERY_PATTERN)
 _INT = re.compile(r"^\d{1,4}$")
@@ -82,10 +83,17 @@ class AttentionView:
     query: int | None = None
     rollout: bool = False
     fmt: str = "json"
+    scale: int = 1  # format=png only: nearest-neighbour enlargement (patches stay sharp)
 
     @classmethod
     def parse(
-        cls, layer: int, head: str = "mean", query: str = "cls", rollout: bool = False, fmt: str = "json"
+        cls,
+        layer: int,
+        head: str = "mean",
+        query: str = "cls",
+        rollout: bool = False,
+        fmt: str = "json",
+        scale: int = 1,
     ) -> AttentionView:
         """Syntax only (the model's ranges come in ``check``); the values in canonical form."""
         if not 1 <= layer <= MAX_LAYER:
@@ -96,8 +104,12 @@ class AttentionView:
             raise BadRequest(f"head {head!r} is not a head index, 'mean' or 'all'")
         if not _QUERY.match(query):
             raise BadRequest(f"query {query!r} is not a row-major patch index or 'cls'")
+        if not 1 <= scale <= MAX_PNG_SCALE:
+            raise BadRequest(f"scale {scale} is out of range: use 1..{MAX_PNG_SCALE} (format=png only)")
         head = head if head in ("mean", "all") else str(int(head))
-        return cls(layer, head, None if query == "cls" else int(query), rollout, _format(fmt))
+        fmt = _format(fmt)
+        query_v = None if query == "cls" else int(query)
+        return cls(layer, head, query_v, rollout, fmt, scale if fmt == "png" else 1)
 
     @classmethod
     def from_query(cls, q: Mapping[str, str]) -> AttentionView:
@@ -110,6 +122,7 @@ class AttentionView:
             q.get("query", "cls"),
             _BOOLS[rollout],
             q.get("format", "json"),
+            _small_int("scale", q.get("scale", "1")),
         )
 
     def check(self, info: ModelInfo) -> None:
@@ -133,9 +146,17 @@ class AttentionView:
                 f"query '{self.query}' is out of range: the {info.grid[0]}x{info.grid[1]} grid of model "
                 f"{info.id} has {n} patches; use a row-major patch index 0..{n - 1} or 'cls'"
             )
+        side = max(int(v) for v in info.preprocessing["input_size"])
+        if side * self.scale > MAX_PNG_SIDE:
+            raise BadRequest(
+                f"scale {self.scale} would draw the {side} px input of model {info.id} at "
+                f"{side * self.scale} px; at most {MAX_PNG_SIDE} px are allowed: use scale "
+                f"1..{max(1, MAX_PNG_SIDE // side)}"
+            )
 
     def key_parts(self) -> tuple[str | int, ...]:
-        return (self.layer, self.head, str(self.query), int(self.rollout), self.fmt)
+        parts: tuple[str | int, ...] = (self.layer, self.head, str(self.query), int(self.rollout), self.fmt)
+        return parts if self.scale == 1 else (*parts, self.scale)
 
 
 @dataclass(frozen=True)
@@ -304,7 +325,7 @@ class ViewService:
         cell = None if v.query is None else divmod(v.query, info.grid[1])
 
         def draw() -> View:
-            return render.overlay_png(model_view(image, prep), maps, info.patch_size, cell)
+            return render.overlay_png(model_view(image, prep), maps, info.patch_size, cell, scale=v.scale)
 
         return await asyncio.to_thread(draw)
 

@@ -263,6 +263,19 @@ async def test_attention_json_png_npy(api: Api) -> None:
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(r.content)) as im:
         assert im.format == "PNG" and im.size == (2 * 64 + 4, 64)  # two heads side by side
+        small = np.asarray(im.convert("RGB"))
+    params = {"model": TINY, "layer": 1, "head": "0", "query": "6", "format": "png"}
+    with Image.open(io.BytesIO((await api.client.get(url, params=params)).content)) as im:
+        one = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(one, small[:, :64])  # the first tile is head 0
+    r = await api.client.get(url, params={**params, "scale": 3})
+    with Image.open(io.BytesIO(r.content)) as im:
+        big = np.asarray(im.convert("RGB"))
+    assert big.shape == (192, 192, 3)  # nearest neighbour: every pixel a 3 x 3 block of the same colour
+    np.testing.assert_array_equal(big, one.repeat(3, axis=0).repeat(3, axis=1))
+    for bad in ("0", "17"):
+        r = await api.client.get(url, params={**params, "scale": bad})
+        assert r.status_code == 422 and "scale" in r.json()["error"]["message"]
 
     r = await api.client.get(url, params={"model": TINY, "layer": 2, "rollout": "true", "query": "cls"})
     assert r.status_code == 200 and r.json()["rollout"] is True

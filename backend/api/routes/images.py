@@ -14,6 +14,7 @@ from backend.service import render
 from backend.service.views import (
     HEAD_PATTERN,
     MAX_LAYER,
+    MAX_PNG_SCALE,
     QUERY_PATTERN,
     AttentionView,
     MetricsView,
@@ -120,11 +121,20 @@ async def attention(
         bool, Query(description="Attention rollout through this block (heads fused by mean)")
     ] = False,
     format: Format = "json",
+    scale: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=MAX_PNG_SCALE,
+            description="format=png: enlarge by this factor, nearest neighbour (at most 4096 px a side)",
+        ),
+    ] = 1,
 ) -> Response:
     """The query's row of the attention probabilities over the patch tokens, prefix dropped and renormalized
     to sum 1 (ANALYSES.md A1), as an ``H x W`` map. ``format=png`` draws it over the image as the model sees
-    it (resized, centre-cropped), the query patch outlined; ``format=npy`` gives the float32 array."""
-    params = AttentionView.parse(layer, head, query, rollout, format)
+    it (resized, centre-cropped), the query patch outlined, ``scale`` times larger by nearest neighbour (a
+    32 px model's map is otherwise 32 px wide); ``format=npy`` gives the float32 array."""
+    params = AttentionView.parse(layer, head, query, rollout, format, scale)
     view = await views.get(params, image_id, model or models.default_model)
     return view.as_response()
 
