@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.models.split(","))
     todo = [m for m in MODELS if m[0] in wanted and not (args.out / f"{m[0]}.tar").exists()]
     trainers = {name: build(name, objective, lam, args, data) for name, objective, lam in todo}
-    the_plan = plan(trainers, args) if trainers else {"epochs": 0, "images_per_s": {}}
+    the_plan: dict[str, Any] = plan(trainers, args) if trainers else {"epochs": 0, "images_per_s": {}}
     log(f"plan: {json.dumps(the_plan)}")
 
     metrics: dict[str, dict[str, Any]] = {}

@@ -4,6 +4,7 @@ step, fused AdamW, torch.compile) on tiny models on the CPU."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -264,5 +265,6 @@ def test_train_help_shows_every_option_with_help_and_defaults(capsys) -> None:
     assert "(default: 4)" in text and "(default: 256)" in text and "(default: 0.0005)" in text
     from backend.cli import build_parser
 
-    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
     assert all(a.help for a in train._actions), [a.dest for a in train._actions if not a.help]
