@@ -612,3 +612,20 @@ def test_real_compose_agrees_with_these_helpers(files: tuple[Path, ...]) -> None
     real_devices = real["api"].get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
     our_devices = ours["api"]["deploy"]["resources"].get("reservations", {}).get("devices")
     assert bool(real_devices) == bool(our_devices)
+
+
+@needs_compose
+def test_real_compose_runs_n_api_replicas_on_a_port_range() -> None:
+    env = {"VITSCOPE_API_TOKEN": TOKEN, "API_REPLICAS": "3", "API_PORT": "8000-8002"}
+    out = _compose_config(COMPOSE, CPU_OVERRIDE, env=env)
+    assert out.returncode == 0, out.stderr
+    api = json.loads(out.stdout)["services"]["api"]
+    assert api["deploy"]["replicas"] == 3
+    assert api["environment"]["REDIS_URL"] == "redis://redis:6379/0"  # one shared cache for all of them
+    assert [p["published"] for p in api["ports"]] == ["8000-8002"]
+    assert (
+        json.loads(_compose_config(COMPOSE, env={"VITSCOPE_API_TOKEN": TOKEN}).stdout)["services"]["api"][
+            "deploy"
+        ]["replicas"]
+        == 1
+    )
