@@ -60,7 +60,8 @@ def engine_run(opts: Options) -> tuple[float, float]:
     try:
         refs = expand(opts.datasets)
         pending = [(r, frozenset(opts.model_ids)) for r in refs]
-        stream(engine, Store(opts.out), pending, opts, on_skip=lambda path, why: None)
+        rows = stream(engine, Store(opts.out), pending, opts, on_skip=lambda path, why: None)
+        assert rows == len(refs) * len(opts.model_ids), f"{rows} rows for {len(refs)} images"
     finally:
         engine.close()
     return started - start, time.perf_counter() - started

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from backend.analysis.summary import summarize
 from backend.engine.engines import LocalEngine, RayEngine, WorkerArgs, default_readers
 from backend.engine.sources import ImageRef, expand
-from backend.engine.store import Store, rows_of
+from backend.engine.store import Store, rows_of, setup_of
 from backend.errors import BadRequest
 
 FLUSH_ROWS = 512  # rows per part file at most...
@@ -99,7 +99,7 @@ def stream(
                 on_skip(path, reason)
             for model_id, (rows, per_image) in values.items():
                 paths, digests = [meta.paths[k] for k in rows], [meta.sha256[k] for k in rows]
-                buffer += rows_of(model_id, paths, digests, per_image)
+                buffer += rows_of(engine.infos[model_id], paths, digests, per_image)
             bar.update(size)
             if len(buffer) >= FLUSH_ROWS or time.monotonic() - flushed_at > FLUSH_SECONDS:
                 store.write(buffer)
@@ -123,14 +123,6 @@ def analyze_dataset(opts: Options) -> Outcome:
     refs = expand(opts.datasets)
     opts.out.mkdir(parents=True, exist_ok=True)
     store = Store(opts.out)
-    done = store.done()
-    pending = [(r, w) for r in refs if (w := frozenset(m for m in opts.model_ids if (r.path, m) not in done))]
-    if len(pending) < len(refs):
-        print(
-            f"resuming: {len(refs) - len(pending)} of {len(refs)} image(s) already in {store.file} "
-            "for every model",
-            file=sys.stderr,
-        )
     skipped: list[dict[str, str]] = []
 
     def on_skip(path: str, reason: str) -> None:
@@ -139,8 +131,18 @@ def analyze_dataset(opts: Options) -> Outcome:
         skipped.append({"image": path, "reason": reason})
         warn(f"skipped {path}: {reason}")
 
-    engine = make_engine(opts)
+    engine = make_engine(opts)  # the models' setups (weights, preprocessing) decide what is done already
     try:
+        done = store.done({m: setup_of(info) for m, info in engine.infos.items()})
+        pending = [
+            (r, w) for r in refs if (w := frozenset(m for m in opts.model_ids if (r.path, m) not in done))
+        ]
+        if len(pending) < len(refs):
+            print(
+                f"resuming: {len(refs) - len(pending)} of {len(refs)} image(s) already in {store.file} "
+                "for every model",
+                file=sys.stderr,
+            )
         try:
             new_rows = stream(engine, store, pending, opts, on_skip)
         finally:
@@ -164,11 +166,11 @@ def aggregate(
     paths = [r.path for r in refs]
     models, images = [], None
     for model_id in model_ids:
-        found = store.values(model_id, paths)
+        info = engine.infos[model_id]
+        found = store.values(info, paths)
         if found is None:
             continue
         model_paths, values = found
-        info = engine.infos[model_id]
         metrics = summarize(
             values,
             model=model_id,

@@ -4,17 +4,21 @@ can stop anywhere and the next one resumes.
 During a run each finished chunk of rows is written as a complete small Parquet file under
 ``DIR/.per_image.parts/`` (a killed run loses at most the rows not yet flushed); ``merge`` folds the parts
 into ``per_image.parquet`` (written beside it and renamed, so it is always a whole file). Columns: ``image``
-(path, or ``shard.tar/member``), ``sha256`` (of the file's bytes), ``model``, and one per field of
+(path, or ``shard.tar/member``), ``sha256`` (of the file's bytes), ``model``, the setup the values depend on
+(``weights_digest``, ``preprocessing`` as canonical JSON, ``analysis_version``), and one per field of
 ``PerImage`` holding that image's slice (``distance``, ``nmi``, ``entropy``: ``[L][heads]``; ``scalars``:
-``[3L + 1]``, the rows that ``PerImage`` documents), as float64.
+``[3L + 1]``, the rows that ``PerImage`` documents), as float64. A row counts as done only for the same
+setup: rerunning with other weights or another ``--preprocessing`` recomputes (and replaces) it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +26,36 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from backend import ANALYSIS_VERSION
 from backend.analysis.summary import PerImage
+from backend.engine.worker import ModelInfo
 
 FILE = "per_image.parquet"
 PARTS = ".per_image.parts"
-KEYS = ("image", "sha256", "model")
+SETUP = ("weights_digest", "preprocessing", "analysis_version")
+KEYS = ("image", "sha256", "model", *SETUP)
 VALUE_FIELDS = tuple(f.name for f in dataclasses.fields(PerImage))
 
 
+def setup_of(info: ModelInfo) -> dict[str, str]:
+    """What a model's values depend on besides the image: its weights, preprocessing and analysis version."""
+    prep = json.dumps(info.preprocessing.as_dict(), sort_keys=True, separators=(",", ":"))
+    return {
+        "weights_digest": info.weights_digest,
+        "preprocessing": prep,
+        "analysis_version": ANALYSIS_VERSION,
+    }
+
+
 def rows_of(
-    model: str, paths: Sequence[str], sha256: Sequence[str], values: PerImage
+    info: ModelInfo, paths: Sequence[str], sha256: Sequence[str], values: PerImage
 ) -> list[dict[str, Any]]:
     """One row per image of ``values`` (images are axis 1 of every field)."""
     columns = {name: getattr(values, name).double().cpu() for name in VALUE_FIELDS}
+    setup = setup_of(info)
     return [
-        {"image": path, "sha256": digest, "model": model}
+        {"image": path, "sha256": digest, "model": info.model}
+        | setup
         | {name: t[:, i].tolist() for name, t in columns.items()}
         for i, (path, digest) in enumerate(zip(paths, sha256, strict=True))
     ]
@@ -58,7 +77,6 @@ class Store:
         self.out = out
         self.parts = out / PARTS
         self.run = uuid.uuid4().hex[:8]
-        self.count = 0
 
     @property
     def file(self) -> Path:
@@ -68,12 +86,15 @@ class Store:
         parts = sorted(self.parts.glob("*.parquet")) if self.parts.is_dir() else []
         return ([self.file] if self.file.is_file() else []) + parts
 
-    def done(self) -> set[tuple[str, str]]:
-        """(image, model) pairs already in the output, merged or in parts a stopped run left."""
+    def done(self, setups: Mapping[str, Mapping[str, str]]) -> set[tuple[str, str]]:
+        """(image, model) pairs already in the output (merged, or in parts a stopped run left) with the
+        model's current setup (``setup_of``)."""
         pairs: set[tuple[str, str]] = set()
         for path in self._files():
-            table = pq.read_table(path, columns=["image", "model"])
-            pairs.update(zip(table["image"].to_pylist(), table["model"].to_pylist(), strict=True))
+            for row in pq.read_table(path, columns=["image", "model", *SETUP]).to_pylist():
+                setup = setups.get(row["model"])
+                if setup is not None and all(row[k] == setup[k] for k in SETUP):
+                    pairs.add((row["image"], row["model"]))
         return pairs
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -81,8 +102,8 @@ class Store:
         if not rows:
             return
         self.parts.mkdir(parents=True, exist_ok=True)
-        name = self.parts / f"part-{self.run}-{self.count:06d}.parquet"
-        self.count += 1
+        # named by the time written: the merge keeps the order in which runs wrote their rows
+        name = self.parts / f"part-{time.time_ns():020d}-{self.run}.parquet"
         pq.write_table(pa.Table.from_pylist(list(rows), schema=_schema(rows)), f"{name}.tmp")
         os.replace(f"{name}.tmp", name)
 
@@ -104,11 +125,14 @@ class Store:
             p.unlink()
         self.parts.rmdir()
 
-    def values(self, model: str, images: Sequence[str]) -> tuple[list[str], PerImage] | None:
-        """The merged rows of ``model`` for ``images`` (in that order, those present), as one PerImage."""
+    def values(self, info: ModelInfo, images: Sequence[str]) -> tuple[list[str], PerImage] | None:
+        """The merged rows of a model (with its current setup) for ``images`` (in that order, those present),
+        as one PerImage."""
         if not self.file.is_file():
             return None
-        table = pq.read_table(self.file, filters=[("model", "==", model)])
+        setup = setup_of(info)
+        filters = [("model", "==", info.model)] + [(k, "==", setup[k]) for k in SETUP]
+        table = pq.read_table(self.file, filters=filters)
         position = {path: i for i, path in enumerate(table["image"].to_pylist())}
         order = [position[p] for p in images if p in position]
         if not order:

@@ -19,7 +19,7 @@ import backend.cli
 from backend.analysis.summary import compute_metrics
 from backend.capture import capture
 from backend.engine.sources import expand
-from backend.engine.store import Store
+from backend.engine.store import SETUP, Store
 from backend.errors import BadRequest
 from backend.imaging import model_preprocessing, preprocess
 from backend.models import load_model
@@ -190,6 +190,26 @@ def test_strict_stops_at_the_bad_file_and_a_rerun_resumes(
     assert_same_numbers(metrics(out), metrics(fresh), tol=1e-12)  # resumed == in one go
 
 
+def test_rows_of_another_setup_are_recomputed_not_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = str(folder_of(tmp_path / "imgs", shared_images(3)))
+    out = tmp_path / "out"
+    args = [folder, "--models", "cifar-mim-vit-t4", "--out", str(out), "--no-figures"]
+    assert analyze(*args) == 0
+    auto = metrics(out)["models"][0]
+    capsys.readouterr()
+    assert analyze(*args, "--preprocessing", "paper") == 0  # another preprocessing: nothing is done yet
+    captured = capsys.readouterr()
+    assert "resuming" not in captured.err and "(3 new row(s))" in captured.out
+    table = pq.read_table(out / "per_image.parquet")
+    assert table.num_rows == 3  # the new rows replaced the old ones
+    assert {json.loads(p)["mode"] for p in table["preprocessing"].to_pylist()} == {"paper"}
+    paper = metrics(out)["models"][0]
+    assert (auto["preprocessing"]["mode"], paper["preprocessing"]["mode"]) == ("model", "paper")
+    assert paper["delta_log_amplitude"]["value"] != auto["delta_log_amplitude"]["value"]
+
+
 def test_parts_left_by_a_killed_run_count_as_done(tmp_path: Path) -> None:
     """A run killed before merging leaves part files; the next run reads them, merges, and skips those."""
     images = shared_images(3)
@@ -200,7 +220,11 @@ def test_parts_left_by_a_killed_run_count_as_done(tmp_path: Path) -> None:
     table = pq.read_table(store.file)
     store.file.unlink()
     store.write(table.to_pylist()[:2])  # as a killed run would have left them
-    assert store.done() == {(str(folder / p.name), "cifar-mim-vit-t4") for p in images[:2]}
+    setup = {k: table[k][0].as_py() for k in SETUP}
+    assert store.done({"cifar-mim-vit-t4": setup}) == {
+        (str(folder / p.name), "cifar-mim-vit-t4") for p in images[:2]
+    }
+    assert store.done({"cifar-mim-vit-t4": setup | {"weights_digest": "other"}}) == set()
     assert analyze(str(folder), "--models", "cifar-mim-vit-t4", "--out", str(out), "--no-figures") == 0
     assert not store.parts.exists()
     assert pq.read_table(store.file)["image"].to_pylist() == [str(folder / p.name) for p in images]
