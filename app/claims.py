@@ -1,9 +1,9 @@
 """The page's sentences about what the selected models do, computed from their numbers, never written ahead.
 
-Two sources: the API's claims report (``backend.analysis.claims.claims_report``: each of the paper's claims
-held or not on the set means, with the numbers and how many images it holds on), and the numbers drawn on the
-page (the spectra's ``high_frequency_delta``). What the *paper* found is fixed text, always said with its
-setting (ViT-B/16, ImageNet-1k, 14 x 14 grid).
+Sources: the API's claims report (``backend.analysis.claims.claims_report``: each of the paper's claims held
+or not on the set means, with the numbers and how many images it holds on), and the numbers drawn on the page
+(the spectra's ``high_frequency_delta``, the shown image's metrics at the shown block). What the *paper*
+found is fixed text, always said with its setting (ViT-B/16, ImageNet-1k, 14 x 14 grid).
 """
 
 from __future__ import annotations
@@ -163,4 +163,41 @@ def spectrum_sentence(
                 f" {a} (MIM) keeps less high-frequency content than {b} (CL) here, unlike the paper "
                 "(SimMIM above MoCo v3 at every depth)."
             )
+    return text
+
+
+def attention_sentence(
+    per_model: dict[str, dict[str, Any]], layer: int, families: dict[str, str]
+) -> str | None:
+    """The attention maps' numbers at the shown block (each model clipped to its depth) on the shown image:
+    NMI and distance relative to uniform, which model's maps change least with the query, and CL against MIM
+    where both are selected (the paper's claim is about the later half of the blocks)."""
+    rows: dict[str, tuple[int, int, float, float]] = {}
+    for m, metrics in per_model.items():
+        nmi = metrics["nmi"]["mean"]
+        rel = metrics["attention_distance_relative"]["mean"]
+        k = max(1, min(int(layer), len(nmi)))
+        rows[m] = (k, len(nmi), float(nmi[k - 1]), float(rel[k - 1]))
+    if not rows:
+        return None
+    listed = "; ".join(
+        f"{m} (block {k}): NMI {n:.3f}, distance {r:.2f} × uniform" for m, (k, _, n, r) in rows.items()
+    )
+    text = f"On this image: {listed}."
+    if len(rows) > 1:
+        lowest = min(rows, key=lambda m: rows[m][2])
+        text += f" {lowest}'s maps change least with the query here (lowest NMI)."
+    cl = next((m for m in rows if (families.get(m) or "").lower() == "cl"), None)
+    mim = next((m for m in rows if (families.get(m) or "").lower() == "mim"), None)
+    if cl and mim:
+        k, depth, n_cl, _ = rows[cl]
+        n_mim = rows[mim][2]
+        later = k > depth // 2
+        where = (
+            "a later block, where the paper finds"
+            if later
+            else "an early block; the paper's claim is about later ones:"
+        )
+        order = "below" if n_cl < n_mim else "not below"
+        text += f" {cl} (CL) is {order} {mim} (MIM) in NMI here, {where} CL below MIM."
     return text

@@ -4,17 +4,25 @@ the API's claims report (``GET /claims``). The words come from ``app.claims``.""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from dash import Dash, Input, Output, State, html
 
 from app.api_client import ApiClient, ApiError
-from app.claims import PAPER_FINDINGS, claim_line, roles, what_models_show, why_different
-from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, META_STORE, aria
+from app.claims import (
+    PAPER_FINDINGS,
+    attention_sentence,
+    claim_line,
+    roles,
+    what_models_show,
+    why_different,
+)
+from app.components.common import IMG_STORE, LIVE_NOTES, MDL_CATALOG, MDL_STORE, META_STORE, aria
 from app.context import AppContext
 
 STRIP_ID = "crv-claims"
-LIVE_ID = "crv-live"
+LIVE_ID = LIVE_NOTES["curves"]
 TITLE = "Does it reproduce the paper?"
 
 
@@ -123,3 +131,20 @@ def register(app: Dash, ctx_: AppContext) -> None:
             descriptions = {}
         why = why_different(report, meta.get("models", {}), descriptions)
         return strip(report, why), live(report, why)
+
+    @app.callback(
+        Output(LIVE_NOTES["attention"], "children"),
+        Input(META_STORE, "data"),
+        Input("ctl-layer", "value"),
+    )
+    def attention_live(meta: dict[str, Any] | None, layer: int | None) -> Any:
+        """The attention note's live part: the shown image's NMI and distance at the shown block."""
+        shapes = (meta or {}).get("models", {})
+        if not meta or not meta.get("image") or not shapes:
+            return None
+        models = list(shapes)
+        results = client.parallel([partial(client.metrics, str(meta["image"]), m) for m in models])
+        per_model = {m: r for m, r in zip(models, results, strict=True) if not isinstance(r, ApiError)}
+        families = {m: str(s.get("family", "")) for m, s in shapes.items()}
+        text = attention_sentence(per_model, int(layer or 1), families)
+        return html.P(text) if text else None

@@ -23,19 +23,19 @@ def aria(**attrs: str) -> dict[str, Any]:
     return {f"aria-{k}": v for k, v in attrs.items()}
 
 
-def learn(
-    name: str,
-    summary: str = "Learn: what this shows and what the paper found",
-    *,
-    live_id: str | None = None,
-) -> html.Details:
-    """The teaching note ``help/<name>.md`` (what the paper found, with its setting); with ``live_id``, a part
-    below it that a callback fills with what the selected models show, computed from their numbers."""
+# The Learn notes that end with what the selected models show (computed from their numbers): note -> the id
+# of that part, filled by a callback (curves and attention: app.components.claims; spectrum: its panel).
+LIVE_NOTES: dict[str, str] = {"curves": "crv-live", "spectrum": "spc-live", "attention": "att-live"}
+
+
+def learn(name: str, summary: str = "Learn: what this shows and what the paper found") -> html.Details:
+    """The teaching note ``help/<name>.md`` (what the paper found, with its setting), and for the notes in
+    ``LIVE_NOTES`` a part below it with what the selected models show."""
     children: list[Any] = [html.Summary(summary), dcc.Markdown(help_text(name), className="learn-text")]
-    if live_id:
+    if name in LIVE_NOTES:
         children += [
             html.H4("What your models show", className="learn-live-title"),
-            html.Div(id=live_id, className="learn-live"),
+            html.Div(id=LIVE_NOTES[name], className="learn-live"),
         ]
     return html.Details(children, className="learn")
 

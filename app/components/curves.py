@@ -72,7 +72,7 @@ def layout() -> html.Section:
             claims.layout(),
             html.Div(id="crv-msg"),
             panel_graph("crv-graph", 560, "vitscope-curves"),
-            learn("curves", live_id=claims.LIVE_ID),
+            learn("curves"),
         ],
         className="panel",
         id="crv-panel",

@@ -13,6 +13,7 @@ from app.api_client import ApiClient, ApiError
 from app.claims import spectrum_sentence
 from app.components.common import (
     IMG_STORE,
+    LIVE_NOTES,
     MDL_STORE,
     META_STORE,
     aria,
@@ -40,7 +41,7 @@ def layout() -> html.Section:
             radio_group("spc-state", "Tokens", [(k, v) for k, v in STATE_LABELS.items()], "out"),
             html.Div(id="spc-msg"),
             panel_graph("spc-graph", 380, "vitscope-spectrum"),
-            learn("spectrum", live_id="spc-live"),
+            learn("spectrum"),
         ],
         className="panel",
         id="spc-panel",
@@ -73,7 +74,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     @app.callback(
         Output("spc-graph", "figure"),
         Output("spc-msg", "children"),
-        Output("spc-live", "children"),
+        Output(LIVE_NOTES["spectrum"], "children"),
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input("spc-state", "value"),

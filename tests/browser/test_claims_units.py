@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from app.claims import claim_line, roles, spectrum_sentence, what_models_show, why_different
+from app.claims import (
+    attention_sentence,
+    claim_line,
+    roles,
+    spectrum_sentence,
+    what_models_show,
+    why_different,
+)
 from backend.analysis.claims import ModelValues, claims_report, evaluate_claims
 
 
@@ -118,3 +125,27 @@ def test_roles_and_the_spectrum_sentence() -> None:
     answers["a"]["high_frequency_delta"] = -1.0
     assert "as the paper found" in str(spectrum_sentence(answers, fams, {}))
     assert spectrum_sentence({"e": {}}, fams, {}) is None
+
+
+def metrics(nmi: list[float], relative: list[float]) -> dict[str, Any]:
+    return {"nmi": {"mean": nmi}, "attention_distance_relative": {"mean": relative}}
+
+
+def test_attention_sentence_reads_the_shown_block() -> None:
+    per_model = {
+        "c": metrics([0.10, 0.02, 0.01, 0.01], [0.9, 0.95, 0.97, 0.99]),
+        "m": metrics([0.50, 0.40, 0.30, 0.20], [0.3, 0.4, 0.5, 0.6]),
+    }
+    fams = {"c": "cl", "m": "mim"}
+    late = attention_sentence(per_model, 4, fams)
+    assert late == (
+        "On this image: c (block 4): NMI 0.010, distance 0.99 × uniform; m (block 4): NMI 0.200, "
+        "distance 0.60 × uniform. c's maps change least with the query here (lowest NMI). c (CL) is below "
+        "m (MIM) in NMI here, a later block, where the paper finds CL below MIM."
+    )
+    per_model["c"]["nmi"]["mean"][0] = 0.9  # block 1: CL above MIM
+    early = str(attention_sentence(per_model, 1, fams))
+    assert "m's maps change least" in early and "c (CL) is not below m (MIM)" in early
+    assert "an early block; the paper's claim is about later ones" in early
+    assert "(block 2)" in str(attention_sentence({"s": metrics([0.1, 0.2], [0.5, 0.6])}, 9, {})), "clipped"
+    assert attention_sentence({}, 3, fams) is None

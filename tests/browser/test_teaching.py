@@ -137,6 +137,20 @@ def test_the_papers_curves_are_overlaid_on_the_relative_scale(server: Server, pa
     wait_for(lambda: (f := curves(d)) and f["meta"]["scale"] == "relative", "the overlay back")
 
 
+def test_the_attention_note_gives_the_shown_blocks_numbers(server: Server, page: WebDriver) -> None:
+    d = page
+    layer = wait_for(lambda: heatmap(d, att_col(0)), "the maps")["meta"]["layer"]
+    d.execute_script("document.querySelector('#att-panel details.learn').open = true")
+    live = wait_for(lambda: d.find_element(By.ID, "att-live").text, "the attention note's live part")
+    image = view(d).images[view(d).active]
+    for model in DEMO.values():
+        metrics = httpx.get(
+            f"{server.api}/images/{image}/metrics", params={"model": model}, timeout=60
+        ).json()
+        nmi = metrics["nmi"]["mean"][layer - 1]
+        assert f"{model} (block {layer}): NMI {nmi:.3f}" in live, live
+
+
 def test_panel_png_names_say_model_block_head_and_query(page: WebDriver, downloads: Path) -> None:
     d = page
     wait_for(lambda: heatmap(d, att_col(0)), "the first attention map")
