@@ -67,12 +67,9 @@ def _style(models: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 def distance_scale(metrics: Sequence[dict[str, Any]], with_paper: bool = True) -> str:
     """ "px" when every model (and the paper, when overlaid) has one grid and patch size, else "relative"."""
-    from backend.reference import PAPER_GRID, PAPER_PATCH_SIZE
+    from backend.reference import distance_scale as scale_of
 
-    shapes = {(tuple(m["grid"]), int(m["patch_size"])) for m in metrics}
-    if with_paper:
-        shapes.add((PAPER_GRID, PAPER_PATCH_SIZE))
-    return "px" if len(shapes) == 1 else "relative"
+    return scale_of(((tuple(m["grid"]), int(m["patch_size"])) for m in metrics), with_paper)
 
 
 def _delta_title(metrics: Sequence[dict[str, Any]]) -> str:

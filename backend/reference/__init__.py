@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from typing import Any
-
-from backend.analysis.attention import uniform_attention_distance
 
 PAPER_GRID = (14, 14)
 PAPER_PATCH_SIZE = 16
@@ -24,6 +23,8 @@ PAPER_INPUT_SIZE = 224
 
 @lru_cache(maxsize=1)
 def _reference() -> dict[str, Any]:
+    from backend.analysis.attention import uniform_attention_distance  # torch: only when the data is read
+
     raw = json.loads(resources.files(__package__).joinpath("paper_reference.json").read_text("utf-8"))
     uniform = uniform_attention_distance(PAPER_GRID, PAPER_PATCH_SIZE)
     for series in raw["series"]:
@@ -66,3 +67,13 @@ def paper_series(series_id: str) -> dict[str, Any]:
         if s["id"] == series_id:
             return copy.deepcopy(s)
     raise KeyError(series_id)
+
+
+def distance_scale(shapes: Iterable[tuple[tuple[int, int], int]], with_paper: bool = True) -> str:
+    """The one rule for a distance axis: "px" when every curve on it (``(grid, patch_size)`` of each model,
+    and the paper's 14 x 14 at patch 16 when its curves are overlaid) has one grid and patch size, else
+    "relative" (distance / the grid's uniform-attention distance). Light: no torch, no matplotlib needed."""
+    found = {((int(g[0]), int(g[1])), int(p)) for g, p in shapes}
+    if with_paper:
+        found.add((PAPER_GRID, PAPER_PATCH_SIZE))
+    return "px" if len(found) <= 1 else "relative"

@@ -59,3 +59,22 @@ def test_filters_and_copies() -> None:
     assert len(paper_reference()["series"]) == 10
     with pytest.raises(KeyError):
         paper_series("nope")
+
+
+def test_distance_scale_rule() -> None:
+    from backend.reference import distance_scale
+
+    demo, paper = ((8, 8), 4), ((14, 14), 16)
+    assert distance_scale([demo, demo], with_paper=False) == "px"
+    assert distance_scale([demo, demo]) == "relative"  # next to the paper's 14 x 14 curves
+    assert distance_scale([paper, paper]) == "px"
+    assert distance_scale([((14, 14), 14), paper], with_paper=False) == "relative"  # same grid, other patch
+    assert distance_scale([], with_paper=False) == "px"
+
+
+def test_the_rule_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, backend.reference; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
