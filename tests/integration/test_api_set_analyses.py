@@ -1,5 +1,6 @@
-"""``GET /sets/{id}/cka`` (and the set metrics' positional share) end to end (real Redis), checked against the
-analyses run directly on a capture of the same images; the new metrics and the no-CLS 400 through the API."""
+"""``GET /sets/{id}/cka`` (and the set metrics' positional share), ``/images/{id}/similarity`` and ``/pca``
+end to end (real Redis), checked against the analyses run directly on a capture of the same images; the new
+metrics and the no-CLS 400 through the API."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from backend.analysis.cka import cka_with_null, image_means
+from backend.analysis.patches import patch_similarity, pca_rgb
 from backend.analysis.representation import positional_share_of
 from tests.integration.test_api import (
     TINY,
@@ -124,3 +126,29 @@ async def test_image_metrics_and_a_model_without_cls(api: Api) -> None:
     assert r.status_code == 200, r.text
     r = await api.client.get(f"/api/v1/images/{iid}/attention", params={"model": TINY, "layer": 1})
     assert r.status_code == 200, r.text
+
+
+async def test_patch_similarity_and_pca_views(api: Api) -> None:
+    data = png_bytes(4)
+    iid = await api.upload_ok(data)
+    r = await api.client.get(
+        f"/api/v1/images/{iid}/similarity", params={"model": TINY, "layer": 2, "query": 5}
+    )
+    assert r.status_code == 200, r.text
+    sim = r.json()
+    assert (sim["grid"], sim["layer"], sim["query"]) == ([4, 4], 2, 5)
+    _, trace = reference_trace([data])
+    tokens = trace.x_out[2][0, trace.num_prefix_tokens :]
+    want = patch_similarity(tokens, 5).reshape(4, 4)
+    assert torch.tensor(sim["map"]) == pytest.approx(want, abs=2e-3)  # float16 tokens in the cache
+    assert sim["map"][1][1] == pytest.approx(1, abs=1e-3)  # patch 5 is row 1, column 1
+    r = await api.client.get(f"/api/v1/images/{iid}/pca", params={"model": TINY, "layer": 1})
+    assert r.status_code == 200, r.text
+    pca = r.json()
+    rgb = torch.tensor(pca["rgb"])
+    assert rgb.shape == (4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert pca["explained"] == pytest.approx(pca_rgb(trace.x_out[1][0, 1:]).explained.tolist(), abs=2e-3)
+    r = await api.client.get(f"/api/v1/images/{iid}/similarity", params={"model": TINY, "query": 16})
+    assert r.status_code == 400 and "0..15" in r.text
+    r = await api.client.get(f"/api/v1/images/{iid}/pca", params={"model": TINY, "layer": 3})
+    assert r.status_code == 400 and "use 0..2" in r.text

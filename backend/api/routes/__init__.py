@@ -2,10 +2,20 @@
 
 from fastapi import APIRouter
 
-from backend.api.routes import claims, health, images, jobs, models, reference, set_analyses, sets
+from backend.api.routes import (
+    claims,
+    health,
+    images,
+    jobs,
+    models,
+    patch_views,
+    reference,
+    set_analyses,
+    sets,
+)
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (health, models, images, sets, set_analyses, jobs, reference, claims):
+for module in (health, models, images, patch_views, sets, set_analyses, jobs, reference, claims):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]
