@@ -307,7 +307,7 @@ class Settings(UiSettings):
         default=768 * MiB,
         ge=16 * MiB,
         le=64 * GiB,
-        description="Bytes of images being decoded at once (a 40 Mpx image takes about 360 MB while it "
+        description="Bytes of images being decoded at once (a 40 Mpx image takes about 240 MB while it "
         "decodes; more wait their turn; one alone always proceeds).",
     )
     queue_bytes: int = Field(

@@ -46,6 +46,7 @@ _ALLOWED_TEXT = "JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF"
 _FORMAT_ALIASES = {"MPO": "JPEG"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _DIRECT_RGB_MODES = {"RGB", "L", "1", "CMYK", "YCbCr", "P"}
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _orient(im: Image.Image) -> Image.Image:
     try:
+        if im.getexif().get(_ORIENTATION, 1) == 1:
+            return im  # upright: no copy (a 40 Mpx frame is 120 MB)
         return ImageOps.exif_transpose(im)
     except Exception:  # a malformed EXIF block should not cost the user their upload
         return im
@@ -171,6 +174,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return im
     if mode in _DIRECT_RGB_MODES:
         return im.convert("RGB")
     if mode.startswith("I;16") or mode == "I":

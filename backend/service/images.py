@@ -252,9 +252,9 @@ class ByteBudget:
 
 
 def decode_cost(width: int, height: int) -> int:
-    """Bytes a decode of a ``width x height`` image holds at its peak: the decoded picture and the copies
-    that orientation and RGB conversion make (three 8-bit RGB frames)."""
-    return 3 * 3 * width * height
+    """Bytes a decode of a ``width x height`` image holds at its peak: the decoded frame and one more (a
+    rotation or mode conversion copies it; an upright RGB JPEG is not copied), 8-bit RGB."""
+    return 2 * 3 * width * height
 
 
 class ImageService:
