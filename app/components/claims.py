@@ -18,7 +18,7 @@ from app.claims import (
     what_models_show,
     why_different,
 )
-from app.components.common import IMG_STORE, LIVE_NOTES, MDL_CATALOG, MDL_STORE, META_STORE, aria
+from app.components.common import IMG_STORE, LIVE_NOTES, MDL_CATALOG, MDL_STORE, META_STORE, aria, loading
 from app.context import AppContext
 
 STRIP_ID = "crv-claims"
@@ -26,12 +26,16 @@ LIVE_ID = LIVE_NOTES["curves"]
 TITLE = "Does it reproduce the paper?"
 
 
-def layout() -> html.Div:
-    return html.Div(
-        id=STRIP_ID,
-        className="claims-strip",
-        role="region",
-        **aria(live="polite", label=TITLE),
+def layout() -> Any:
+    """The strip, behind a loading indicator (a set's claims need every image's metrics with every model)."""
+    return loading(
+        html.Div(
+            strip(None, "Add an image and pick models: the paper's claims are checked here."),
+            id=STRIP_ID,
+            className="claims-strip",
+            role="region",
+            **aria(live="polite", label=TITLE),
+        )
     )
 
 
