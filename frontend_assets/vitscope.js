@@ -485,6 +485,9 @@
         else window.history.pushState(null, "", url);
       }
       nav.replaceNext = false;
+      // dcc.Location compares the address with what it last knew: tell it, so Back to any entry is heard (the
+      // server's restore sees the view unchanged and does nothing).
+      setProps("url-in", { search: search });
       return window.location.href;
     },
 

@@ -26,6 +26,18 @@ VISITED = "url-visited"  # in the browser's localStorage: the demo preset loads 
 # Disclosures the link can open: (panel name in the link, the disclosure's prefix).
 DISCLOSURES = (("heads", "att-heads"), ("tokens", "tok"))
 assert tuple(p for p, _ in DISCLOSURES) == PANELS
+# What the view is made of, in the order ``view_of`` takes it.
+VIEW_STATES = (
+    State(IMG_STORE, "data"),
+    State(MDL_STORE, "data"),
+    State("ctl-layer", "value"),
+    State("ctl-head", "value"),
+    State(QUERY_STORE, "data"),
+    State("ctl-opacity", "value"),
+    State("spc-state", "value"),
+    State("tok-method", "value"),
+    *[State(f"{prefix}-open", "data") for _, prefix in DISCLOSURES],
+)
 
 
 def layout() -> html.Div:
@@ -78,10 +90,17 @@ def restore(
     catalog: list[dict[str, Any]] | None,
     _demo_clicks: int | None,
     visited: bool | None,
-    *toggle_clicks: int | None,
+    ready: bool | None,
+    *toggles_and_view: Any,
 ) -> Any:
+    """The view from the address (on opening, Back/Forward) or the demo preset (first visit, its button)."""
+    toggle_clicks = toggles_and_view[: len(DISCLOSURES)]
     trigger = ctx.triggered_id
     state = ViewState.from_search(search)
+    if ready and trigger == MDL_CATALOG:
+        raise PreventUpdate  # the model list was read again (after a download): the view stays
+    if ready and trigger == "url-in" and state == view_of(*toggles_and_view[len(DISCLOSURES) :]):
+        raise PreventUpdate  # the address caught up with the view (vitscope.writeUrl)
     # The demo preset: on its button, or on a first visit to the bare address (a link always wins).
     demo = trigger == "img-demo" or (not visited and not (search or "").strip("?"))
     n_out = 2 + len(FAMILIES) + 9 + len(DISCLOSURES)
@@ -153,7 +172,9 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input(MDL_CATALOG, "data"),
         Input("img-demo", "n_clicks"),
         State(VISITED, "data"),
+        State(URL_READY, "data"),
         *[State(f"{prefix}-toggle", "n_clicks") for _, prefix in DISCLOSURES],
+        *VIEW_STATES,
         prevent_initial_call="initial_duplicate",
     )(lambda *args: restore(ctx_, *args))
 
@@ -165,15 +186,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     app.callback(
         Output(SEARCH_STORE, "data"),
         Input(URL_READY, "data"),
-        Input(IMG_STORE, "data"),
-        Input(MDL_STORE, "data"),
-        Input("ctl-layer", "value"),
-        Input("ctl-head", "value"),
-        Input(QUERY_STORE, "data"),
-        Input("ctl-opacity", "value"),
-        Input("spc-state", "value"),
-        Input("tok-method", "value"),
-        *[Input(f"{prefix}-open", "data") for _, prefix in DISCLOSURES],
+        *[Input(s.component_id, s.component_property) for s in VIEW_STATES],
     )(search_of)
     app.clientside_callback(
         ClientsideFunction("vitscope", "writeUrl"),
