@@ -144,7 +144,8 @@ class AttentionView:
         if self.query is not None and self.query >= n:
             raise BadRequest(
                 f"query '{self.query}' is out of range: the {info.grid[0]}x{info.grid[1]} grid of model "
-                f"{info.id} has {n} patches; use a row-major patch index 0..{n - 1} or 'cls'"
+                f"{info.id} has {n} patches; use a row-major patch index 0..{n - 1}"
+                + (" or 'cls'" if info.has_cls else "")
             )
         side = max(int(v) for v in info.preprocessing["input_size"])
         if side * self.scale > MAX_PNG_SIDE:

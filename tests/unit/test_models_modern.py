@@ -267,7 +267,10 @@ def test_cls_queries_of_models_without_cls_are_a_clear_400(
 
 
 def test_registers_without_cls_are_not_taken_for_cls() -> None:
-    info = ModelInfo("reg-only", "mim", "vit", "d", {}, 2, 2, (2, 2), 16, 4, 32, 1000, has_cls=False)
+    prep = {"input_size": [32, 32]}
+    info = ModelInfo("reg-only", "mim", "vit", "d", prep, 2, 2, (2, 2), 16, 4, 32, 1000, has_cls=False)
     with pytest.raises(BadRequest, match="no CLS token"):
         AttentionView.parse(1, query="cls").check(info)
+    with pytest.raises(BadRequest, match=r"patch index 0\.\.3$"):  # no "or 'cls'" offered
+        AttentionView.parse(1, query="4").check(info)
     AttentionView.parse(1, query="cls").check(replace(info, has_cls=True))
