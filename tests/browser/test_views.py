@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -142,6 +143,9 @@ def test_back_and_forward_step_through_the_views(server: Server, browser: Browse
     wait_for(lambda: drawn_where(d, 2, query=("cls", "cls")), "the CLS maps")
     fig = figure(d, att_col(0))
     assert fig and abs(fig["data"][0]["opacity"] - 0.45) < 1e-6, "the linked opacity"
+    # Open the address the page wrote (its own canonical form): Back to it must still be heard.
+    d.get(d.current_url)
+    wait_for(lambda: drawn_where(d, 2, query=("cls", "cls")), "the CLS maps of the canonical address")
     start = d.current_url
     click_patch(d, att_col(0), 1, 2)
     wait_for(lambda: drawn_where(d, 2, query=(1 * 8 + 2, 2 * 14 + 4)), "the maps of patch (1, 2)")
@@ -198,3 +202,49 @@ def test_unknown_paths_are_404(server: Server) -> None:
     r = httpx.get(server.url + "/no-such-page", timeout=30)
     assert r.status_code == 404 and "Not found" in r.text
     assert httpx.get(server.url + "/", timeout=30).status_code == 200
+
+
+def test_a_hovered_token_outlines_its_patch_on_the_map(server: Server, browser: Browser, cat_id: str) -> None:
+    """The token 2D view's hover names the patch; the patch is outlined on that model's attention map."""
+    d = browser.driver
+    d.get(f"{server.url}/?images={cat_id}&models={DEMO_8x8},{BASELINE_MODEL}&open=tokens")
+    wait_for(lambda: drawn(d, 2), "two maps")
+    found = wait_for(
+        lambda: d.execute_script(
+            "const gd = document.querySelector('#tok-graph .js-plotly-plot');"
+            "if (!gd || !gd.data || !gd.data.length || !gd._fullLayout) return null;"
+            "const i = gd.data.findIndex(t => ((t.customdata || [])[0] || [])[4] === arguments[0]);"
+            "if (i < 0) return null;"
+            "gd.scrollIntoView({block: 'center'});"
+            "const t = gd.data[i], fl = gd._fullLayout, r = gd.getBoundingClientRect();"
+            "return [t.customdata[5], fl.xaxis._offset + fl.xaxis.d2p(t.x[5]) - r.width / 2,"
+            "        fl.yaxis._offset + fl.yaxis.d2p(t.y[5]) - r.height / 2];",
+            DEMO_8x8,
+        ),
+        "the token view of the set",
+        timeout=180,
+    )
+    point, dx, dy = found
+    gd = d.find_element(By.CSS_SELECTOR, "#tok-graph .js-plotly-plot")
+    ActionChains(d).move_to_element_with_offset(gd, int(round(dx)), int(round(dy))).perform()  # a real hover
+    _token, row, col, image, model = point
+    assert image == cat_id and model == DEMO_8x8 and 0 <= row < 8 and 0 <= col < 8
+    hover = d.execute_script(
+        "const h = document.querySelector('#tok-graph .hoverlayer'); return h ? h.textContent : '';"
+    )
+    assert f"row {row}" in hover and f"col {col}" in hover, hover
+    shape = wait_for(
+        lambda: d.execute_script(
+            "const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+            "return (gd.layout.shapes || []).find(s => s.name === 'token-hover') || null;",
+            att_col(0),
+        ),
+        "the outlined patch on the 8x8 map",
+    )
+    assert (shape["x0"], shape["y0"]) == (col * 4, row * 4), shape
+    other = d.execute_script(
+        "const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+        "return (gd.layout.shapes || []).filter(s => s.name === 'token-hover').length;",
+        att_col(1),
+    )
+    assert other == 0, "only the hovered token's model"
