@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name} FAILED:\n{traceback.format_exc()}")
         finally:
             trainer.images = trainer.images[:0]  # free the device copy of the data
+    for name, _, _ in MODELS:  # models packed by an earlier (cut) run join the summary from their files
+        work = args.out / name
+        if name in wanted and name not in metrics and (work / "metrics.json").exists():
+            metrics[name] = json.loads((work / "metrics.json").read_text())
+            probes[name] = json.loads((work / "probes.json").read_text())
     summary_dir = args.out / "summary"
     summary_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []

@@ -126,7 +126,9 @@ def test_hybrid_is_the_mim_encoder_with_mocos_heads_at_any_lambda(tmp_path) -> N
     assert type(m.momentum_encoder).__name__ == "Beit" and hasattr(m, "mask_token")
     assert m.lam == 0.3 and len(m.projector) and len(m.predictor)
     loss, parts = m(t.images[:8])
-    assert float(loss.detach()) == pytest.approx(0.7 * float(parts["mim"]) + 0.3 * float(parts["cl"]), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(
+        0.7 * float(parts["mim"]) + 0.3 * float(parts["cl"]), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,8 @@ def test_trained_model_registers_reloads_and_runs_the_analyses(tmp_path) -> None
     spec = register_trained(
         weights, card["arch"], card["arch_kwargs"], card["id"], card["family"], card, dest=tmp_path / "zoo"
     )
-    assert spec.family == "hybrid" and get_spec("tiny-trained-hybrid").card["training"]["lambda"] == 0.5
+    stored = get_spec("tiny-trained-hybrid").card
+    assert spec.family == "hybrid" and stored is not None and stored["training"]["lambda"] == 0.5
 
     loaded = load_model("tiny-trained-hybrid", "cpu")
     assert loaded.data_config["input_size"] == (3, 32, 32) and loaded.data_config["mean"] == (0.5, 0.5, 0.5)
