@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from backend.analysis.modern import ModernValues
 from backend.analysis.summary import PerImage
 from backend.engine.sources import ImageRef
 from backend.engine.worker import BatchMeta, ModelInfo, Worker, prepare_batch
 from backend.errors import BadRequest, VitscopeError
 
-Result = tuple[BatchMeta, dict[str, tuple[list[int], PerImage]]]
+Result = tuple[BatchMeta, dict[str, tuple[list[int], PerImage, ModernValues]]]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from backend.analysis.modern import summarize_modern
 from backend.analysis.summary import summarize
 from backend.engine.engines import LocalEngine, RayEngine, WorkerArgs, default_readers
 from backend.engine.sources import ImageRef, expand
@@ -97,9 +98,9 @@ def stream(
             meta, values = engine.result(handle)
             for path, reason in meta.skipped:
                 on_skip(path, reason)
-            for model_id, (rows, per_image) in values.items():
+            for model_id, (rows, per_image, modern) in values.items():
                 paths, digests = [meta.paths[k] for k in rows], [meta.sha256[k] for k in rows]
-                buffer += rows_of(engine.infos[model_id], paths, digests, per_image)
+                buffer += rows_of(engine.infos[model_id], paths, digests, per_image, modern)
             bar.update(size)
             if len(buffer) >= FLUSH_ROWS or time.monotonic() - flushed_at > FLUSH_SECONDS:
                 store.write(buffer)
@@ -170,7 +171,7 @@ def aggregate(
         found = store.values(info, paths)
         if found is None:
             continue
-        model_paths, values = found
+        model_paths, values, modern = found
         metrics = summarize(
             values,
             model=model_id,
@@ -179,6 +180,7 @@ def aggregate(
             grid=info.grid,
             patch_size=info.patch_size,
         )
+        metrics.update(summarize_modern(modern))  # positional_share: None (a set statistic, see store.py)
         metrics["untrained"] = info.untrained
         metrics["weights_digest"] = info.weights_digest
         models.append(metrics)

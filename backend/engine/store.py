@@ -7,8 +7,12 @@ into ``per_image.parquet`` (written beside it and renamed, so it is always a who
 (path, or ``shard.tar/member``), ``sha256`` (of the file's bytes), ``model``, the setup the values depend on
 (``weights_digest``, ``preprocessing`` as canonical JSON, ``analysis_version``), and one per field of
 ``PerImage`` holding that image's slice (``distance``, ``nmi``, ``entropy``: ``[L][heads]``; ``scalars``:
-``[3L + 1]``, the rows that ``PerImage`` documents), as float64. A row counts as done only for the same
-setup: rerunning with other weights or another ``--preprocessing`` recomputes (and replaces) it.
+``[3L + 1]``, the rows that ``PerImage`` documents) and of ``ModernValues`` but its set sums
+(``token_norm`` ``[L + 1][4]``, ``effective_rank`` ``[L + 1]``, ``head_diversity`` ``[L]``,
+``cls_selectivity`` / ``cls_self`` ``[L][heads]``; null where the model has one head or no CLS), as
+float64. A row counts as done only for the same setup: rerunning with other weights or another
+``--preprocessing`` recomputes (and replaces) it. The positional share needs sums over the whole set, which
+rows cannot rebuild: the aggregate leaves it null.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pyarrow.parquet as pq
 import torch
 
 from backend import ANALYSIS_VERSION
+from backend.analysis.modern import ModernValues
 from backend.analysis.summary import PerImage
 from backend.engine.worker import ModelInfo
 
@@ -34,7 +39,13 @@ FILE = "per_image.parquet"
 PARTS = ".per_image.parts"
 SETUP = ("weights_digest", "preprocessing", "analysis_version")
 KEYS = ("image", "sha256", "model", *SETUP)
-VALUE_FIELDS = tuple(f.name for f in dataclasses.fields(PerImage))
+PER_IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(PerImage))
+# ModernValues' per-image tensors (its positional-share sums are a set statistic, not a row)
+MODERN_FIELDS = ("token_norm", "effective_rank", "head_diversity", "cls_selectivity", "cls_self")
+VALUE_FIELDS = PER_IMAGE_FIELDS + MODERN_FIELDS
+# list depth of each column's per-image value
+DEPTHS = {"distance": 2, "nmi": 2, "entropy": 2, "scalars": 1, "token_norm": 2, "effective_rank": 1}
+DEPTHS |= {"head_diversity": 1, "cls_selectivity": 2, "cls_self": 2}
 
 
 def setup_of(info: ModelInfo) -> dict[str, str]:
@@ -48,23 +59,25 @@ def setup_of(info: ModelInfo) -> dict[str, str]:
 
 
 def rows_of(
-    info: ModelInfo, paths: Sequence[str], sha256: Sequence[str], values: PerImage
+    info: ModelInfo, paths: Sequence[str], sha256: Sequence[str], values: PerImage, modern: ModernValues
 ) -> list[dict[str, Any]]:
-    """One row per image of ``values`` (images are axis 1 of every field)."""
-    columns = {name: getattr(values, name).double().cpu() for name in VALUE_FIELDS}
+    """One row per image of ``values`` and ``modern`` (images are axis 1 of every field)."""
+    columns: dict[str, torch.Tensor | None] = {n: getattr(values, n).double().cpu() for n in PER_IMAGE_FIELDS}
+    for name in MODERN_FIELDS:
+        t = getattr(modern, name)
+        columns[name] = None if t is None else t.double().cpu()
     setup = setup_of(info)
     return [
         {"image": path, "sha256": digest, "model": info.model}
         | setup
-        | {name: t[:, i].tolist() for name, t in columns.items()}
+        | {name: None if t is None else t[:, i].tolist() for name, t in columns.items()}
         for i, (path, digest) in enumerate(zip(paths, sha256, strict=True))
     ]
 
 
-def _schema(rows: Sequence[dict[str, Any]]) -> pa.Schema:
-    nested = {name: len(torch.tensor(rows[0][name]).shape) for name in VALUE_FIELDS}
+def _schema() -> pa.Schema:
     fields = [pa.field(k, pa.string()) for k in KEYS]
-    for name, depth in nested.items():
+    for name, depth in DEPTHS.items():
         kind: pa.DataType = pa.float64()
         for _ in range(depth):
             kind = pa.list_(kind)
@@ -104,7 +117,7 @@ class Store:
         self.parts.mkdir(parents=True, exist_ok=True)
         # named by the time written: the merge keeps the order in which runs wrote their rows
         name = self.parts / f"part-{time.time_ns():020d}-{self.run}.parquet"
-        pq.write_table(pa.Table.from_pylist(list(rows), schema=_schema(rows)), f"{name}.tmp")
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=_schema()), f"{name}.tmp")
         os.replace(f"{name}.tmp", name)
 
     def merge(self) -> None:
@@ -125,9 +138,11 @@ class Store:
             p.unlink()
         self.parts.rmdir()
 
-    def values(self, info: ModelInfo, images: Sequence[str]) -> tuple[list[str], PerImage] | None:
+    def values(
+        self, info: ModelInfo, images: Sequence[str]
+    ) -> tuple[list[str], PerImage, ModernValues] | None:
         """The merged rows of a model (with its current setup) for ``images`` (in that order, those present),
-        as one PerImage."""
+        as one PerImage and one ModernValues (without the positional-share sums)."""
         if not self.file.is_file():
             return None
         setup = setup_of(info)
@@ -138,8 +153,13 @@ class Store:
         if not order:
             return None
         table = table.take(order)
-        fields = {
-            name: torch.tensor(table[name].to_pylist(), dtype=torch.float64).movedim(0, 1)
-            for name in VALUE_FIELDS
-        }
-        return table["image"].to_pylist(), PerImage(**fields)
+
+        def stacked(name: str) -> torch.Tensor | None:
+            column = table[name].to_pylist()
+            if any(v is None for v in column):
+                return None
+            return torch.tensor(column, dtype=torch.float64).movedim(0, 1)  # images back to axis 1
+
+        per_image = PerImage(**{name: stacked(name) for name in PER_IMAGE_FIELDS})  # type: ignore[arg-type]
+        modern = ModernValues(**{name: stacked(name) for name in MODERN_FIELDS}, positions=None)  # type: ignore[arg-type]
+        return table["image"].to_pylist(), per_image, modern

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from backend.analysis import head_mean, log_amplitude_spectrum, query_map
+from backend.analysis.modern import ModernValues, modern_values
 from backend.analysis.summary import PerImage, per_image_values
 from backend.capture import Trace, capture, grid_and_patch
 from backend.engine.sources import ImageRef
@@ -133,13 +134,14 @@ class Worker:
 
     def analyze(
         self, meta: BatchMeta, pixels: list[np.ndarray], wanted: Sequence[frozenset[str]]
-    ) -> dict[str, tuple[list[int], PerImage]]:
+    ) -> dict[str, tuple[list[int], PerImage, ModernValues]]:
         """Per model: the rows of ``meta`` it analysed (images it still ``wanted``) and their values."""
-        out: dict[str, tuple[list[int], PerImage]] = {}
+        out: dict[str, tuple[list[int], PerImage, ModernValues]] = {}
         for model_id in self.models:
             rows = [k for k, i in enumerate(meta.index) if model_id in wanted[i]]
             if rows:
-                out[model_id] = (rows, _to_host(per_image_values(self._trace(model_id, pixels, rows))))
+                trace = self._trace(model_id, pixels, rows)
+                out[model_id] = (rows, _to_host(per_image_values(trace)), modern_values(trace).cpu())
         return out
 
     def figure_data(self, pixels: list[np.ndarray]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:

@@ -81,6 +81,22 @@ def assert_same_numbers(a: dict, b: dict, tol: float) -> None:
         assert ma["num_images"] == mb["num_images"]
 
 
+def assert_close_tree(a: object, b: object, tol: float) -> None:
+    """Nested dicts / lists of numbers equal to ``tol`` (other leaves exactly)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for k in a:
+            assert_close_tree(a[k], b[k], tol)
+    elif isinstance(a, list) and a and isinstance(a[0], (list, dict)):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_close_tree(x, y, tol)
+    elif isinstance(a, list | float):
+        np.testing.assert_allclose(a, b, atol=tol, rtol=0)
+    else:
+        assert a == b
+
+
 def test_sources_list_folders_globs_and_shards_once_each(tmp_path: Path) -> None:
     images = shared_images(3)
     folder = folder_of(tmp_path / "imgs", images)
@@ -122,6 +138,10 @@ def test_per_image_rows_and_metrics_match_one_direct_capture(tmp_path: Path) -> 
         direct |= {"model": model_id}
         assert_same_numbers({"models": [got]}, {"models": [direct]}, tol=1e-5)
         assert got["preprocessing"] == prep.as_dict() and got["num_images"] == 5
+        for key in ("token_norm", "effective_rank", "head_diversity", "cls_selectivity", "cls_self"):
+            assert got[key] is not None, key  # the demo models have a CLS token and 3 heads
+            assert_close_tree(got[key], direct[key], tol=1e-5)
+        assert got["positional_share"] is None and direct["positional_share"] is not None  # a set statistic
     for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png"):
         assert (out / name).stat().st_size > 5000
 
@@ -271,7 +291,7 @@ def test_ray_engine_gives_the_local_numbers(tmp_path: Path) -> None:
         name: pq.read_table(tmp_path / name / "per_image.parquet").to_pydict() for name in ("local", "ray")
     }
     assert rows["local"]["image"] == rows["ray"]["image"] and rows["local"]["sha256"] == rows["ray"]["sha256"]
-    for field in ("distance", "nmi", "entropy", "scalars"):
+    for field in ("distance", "nmi", "entropy", "scalars", "token_norm", "effective_rank", "cls_self"):
         np.testing.assert_allclose(
             torch.tensor(rows["local"][field]), torch.tensor(rows["ray"][field]), atol=1e-5, rtol=0
         )
