@@ -148,7 +148,13 @@ def main() -> None:
                 row = {"objective": objective, "compile": mode, "error": f"{type(exc).__name__}: {exc}"[:500]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    summary = {"device": name, "torch": torch.__version__, "shape": args.shape, "rows": rows}
+    summary = {
+        "device": name,
+        "torch": torch.__version__,
+        "shape": args.shape,
+        "patch_size": args.patch_size,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{'objective':9s} {'compile':15s} {'img/s':>10s} {'TFLOP/s':>9s} {'syncs':>6s} {'vs bare':>8s}")

@@ -146,11 +146,36 @@ def build(name: str, objective: str, lam: float | None, args: argparse.Namespace
     return make_trainer(name, objective, lam, args, "none", data)
 
 
+def bench_figures(args: argparse.Namespace, trainers: dict[str, Trainer]) -> dict[str, float]:
+    """Images/s per model from a ``bench/train.py --json`` file (ViT-Tiny width, patch 4) at this batch and
+    compile mode; the models it lacks are measured here."""
+    if args.bench_json is None or args.tiny:
+        return {}
+    bench = json.loads(args.bench_json.read_text())
+    if (bench.get("shape"), bench.get("patch_size")) != ("vit-tiny", 4):
+        log(f"{args.bench_json} is not of the ViT-Tiny/4 shape; measuring here")
+        return {}
+    found: dict[str, float] = {}
+    for name, trainer in trainers.items():
+        for row in bench.get("rows", []):
+            same = (row.get("objective"), row.get("compile"), row.get("batch_size")) == (
+                trainer.cfg.objective,
+                trainer.cfg.compile,
+                trainer.batch_size,
+            )
+            if same and "images_per_s" in row:
+                found[name] = float(row["images_per_s"])
+                log(f"{name}: {found[name]:.0f} images/s from {args.bench_json}")
+    return found
+
+
 def plan(trainers: dict[str, Trainer], args: argparse.Namespace) -> dict[str, Any]:
     path = args.out / "plan.json"
     if path.exists():  # a resumed run keeps the plan it started with
         return json.loads(path.read_text())
-    ips = {n: t.calibrate(min_seconds=args.calibrate_seconds) for n, t in trainers.items()}
+    given = bench_figures(args, trainers)
+    ips = {n: t.calibrate(min_seconds=args.calibrate_seconds) for n, t in trainers.items() if n not in given}
+    ips.update({n: v for n, v in given.items() if n in trainers})
     for n, v in ips.items():
         log(
             f"bench {n}: {v:.0f} images/s (batch {trainers[n].batch_size}, compile {trainers[n].cfg.compile})"
