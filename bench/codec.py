@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = timm.create_model(args.arch, pretrained=False, num_classes=0).eval()
+    model: Any = timm.create_model(args.arch, pretrained=False, num_classes=0).eval()
     prep = preprocessing_for(dict(timm.data.resolve_model_data_config(model)))
     image = decode_image(sorted(IMAGES.glob("*/*.png"))[0].read_bytes()).image
     with torch.inference_mode():

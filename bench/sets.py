@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,7 +84,7 @@ async def run(args: argparse.Namespace) -> None:
         ui=False, device="cpu", data_dir=tmp / "data", default_models=[model_id], redis_url=args.redis_url,
         max_batch=max(8, args.set_size), set_wait_s=600.0, request_timeout_s=600.0,
     )  # fmt: skip
-    bare = load_model(model_id, "cpu").model.eval()  # the same weights, outside the service
+    bare: Any = load_model(model_id, "cpu").model.eval()  # the same weights, outside the service
     for m in bare.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = True

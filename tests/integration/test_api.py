@@ -264,7 +264,7 @@ async def test_attention_json_png_npy(api: Api) -> None:
     with Image.open(io.BytesIO(r.content)) as im:
         assert im.format == "PNG" and im.size == (2 * 64 + 4, 64)  # two heads side by side
         small = np.asarray(im.convert("RGB"))
-    params = {"model": TINY, "layer": 1, "head": "0", "query": "6", "format": "png"}
+    params: dict[str, Any] = {"model": TINY, "layer": 1, "head": "0", "query": "6", "format": "png"}
     with Image.open(io.BytesIO((await api.client.get(url, params=params)).content)) as im:
         one = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(one, small[:, :64])  # the first tile is head 0
@@ -370,7 +370,7 @@ async def test_jobs_for_slow_sets(models_env: Path, tmp_path: Path, redis_url: s
 async def test_fifty_identical_requests_compute_once(api: Api) -> None:
     iid = await api.upload_ok(png_bytes(30))
     before = api.captures
-    params = {"model": TINY, "layer": 2, "head": "1", "query": "7"}
+    params: dict[str, Any] = {"model": TINY, "layer": 2, "head": "1", "query": "7"}
     responses = await asyncio.gather(
         *(api.client.get(f"/api/v1/images/{iid}/attention", params=params) for _ in range(50))
     )

@@ -11,6 +11,7 @@ from backend.service.bundle import ModelInfo
 from backend.service.views import (
     MAX_PNG_SIDE,
     AttentionView,
+    ImageView,
     MetricsView,
     SpectrumView,
     hot_key,
@@ -89,7 +90,7 @@ def test_ranges_of_the_model() -> None:
 
 def test_keys_hold_every_canonical_parameter() -> None:
     m = info()
-    views = [
+    views: list[ImageView] = [
         MetricsView(),
         AttentionView(1),
         AttentionView(2),
