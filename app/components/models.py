@@ -73,18 +73,16 @@ def layout() -> html.Section:
 
 
 def label(model: dict[str, Any]) -> str:
-    """What a model is, e.g. "ViT-Tiny/4 at 32 px": size from the architecture, patch and input size as
-    the model was built (``info`` once loaded; before that the API's ``patch_size``, and the input size only
-    where the architecture's name still tells it, i.e. its patch was not changed)."""
+    """What a model is, e.g. "ViT-Tiny/4 at 32 px": the size from the architecture's name, the patch and input
+    size the API gives (``patch_size``, ``input_size``); without those, what the name says."""
     arch = str(model.get("arch") or "")
-    info = model.get("info") or {}
     match = _ARCH.match(arch)
     if not match:
         return arch
     size, name_patch, name_px = match.groups()
-    patch = int(info.get("patch_size") or model.get("patch_size") or name_patch)
-    grid = info.get("grid")
-    px = int(grid[0]) * patch if grid else int(name_px) if patch == int(name_patch) else None
+    patch = int(model.get("patch_size") or name_patch)
+    given = model.get("input_size")
+    px = int(given[0]) if given else int(name_px) if patch == int(name_patch) else None
     return f"ViT-{_SIZES[size]}/{patch}" + (f" at {px} px" if px else "")
 
 

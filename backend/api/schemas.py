@@ -60,6 +60,10 @@ class ModelOut(BaseModel):
     family: str = Field(description="cl | mim | hybrid | supervised | baseline")
     arch: str
     patch_size: int | None
+    input_size: list[int] | None = Field(
+        default=None,
+        description="[H, W] pixels the model reads: from its card before it is loaded, else once loaded",
+    )
     available: bool = Field(description="Weights are on disk (random-init models always are)")
     loaded: bool = Field(description="Loaded on a device now")
     license: str

@@ -124,6 +124,7 @@ class ModelService:
             "family": spec.family,
             "arch": spec.arch,
             "patch_size": patch,
+            "input_size": _input_size(spec, info),
             "available": available,
             "loaded": spec.id in loaded,
             "license": spec.license,
@@ -179,6 +180,16 @@ class ModelService:
             result_url=f"/api/v1/models/{model_id}",
             total=max(total, 1),
         )
+
+
+def _input_size(spec: Any, info: Any) -> list[int] | None:
+    """[H, W] the model reads: from its grid once loaded, else the card's ``img_size``; None when unknown."""
+    if info is not None:
+        return [info.grid[0] * info.patch_size, info.grid[1] * info.patch_size]
+    size = spec.arch_kwargs.get("img_size")
+    if isinstance(size, int):
+        return [size, size]
+    return [int(size[0]), int(size[1])] if size else None
 
 
 def _partial_bytes(spec: Any) -> int:

@@ -239,3 +239,16 @@ def test_view_state_keeps_names_opacity_and_panels() -> None:
     odd = ViewState.from_search("?images=" + SHA + "&name=a%00b&opacity=7&spectrum=zz&projection=umap&open=x")
     assert odd.names == ["ab"] and odd.opacity == 0.6 and odd.spectrum == "out" and odd.projection == "pca"
     assert odd.panels == []
+
+
+def test_model_labels_say_what_a_model_is() -> None:
+    from app.components.models import label
+
+    demo = {"arch": "vit_tiny_patch16_224", "patch_size": 4, "input_size": [32, 32]}
+    assert label(demo) == "ViT-Tiny/4 at 32 px", "not the timm name's patch16_224"
+    assert label({**demo, "input_size": None}) == "ViT-Tiny/4", "no guessed input size"
+    assert label({"arch": "vit_small_patch16_224.dino", "patch_size": 16}) == "ViT-S/16 at 224 px"
+    assert (
+        label({"arch": "eva02_base_patch14_224.mim_in22k", "patch_size": 14})
+        == "eva02_base_patch14_224.mim_in22k"
+    )

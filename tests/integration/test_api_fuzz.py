@@ -169,6 +169,13 @@ def test_valid_answers_match_their_schemas(live: Live) -> None:
     assert checked == len(requests)
 
 
+def test_models_say_their_input_size(live: Live) -> None:
+    """The demo models read 32 px (their card), whatever their timm name says (patch16_224)."""
+    models = {m["id"]: m for m in live.http.get("/api/v1/models").json()["models"]}
+    demo = models["cifar-cl-vit-t4"]
+    assert demo["arch"].endswith("_224") and demo["patch_size"] == 4 and demo["input_size"] == [32, 32]
+
+
 QUERIES = st.fixed_dictionaries(
     {},
     optional={
