@@ -41,7 +41,7 @@ async def test_loopback_is_not_a_trusted_proxy_by_default(monkeypatch: pytest.Mo
     trusted = TrustedProxies(default.trusted_proxies)
     for local in ("127.0.0.1", "::1"):  # any local process could otherwise pick its own address
         assert await client_address(_scope(local, "203.0.113.50"), trusted) == local
-    configured = TrustedProxies(Settings(ui=False, trusted_proxies="127.0.0.1").trusted_proxies)
+    configured = TrustedProxies(Settings(ui=False, trusted_proxies=["127.0.0.1"]).trusted_proxies)
     assert await client_address(_scope("127.0.0.1", "203.0.113.50"), configured) == "203.0.113.50"
 
 

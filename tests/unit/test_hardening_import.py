@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -20,7 +21,7 @@ from backend.models.converters import read_checkpoint, sniff_format
 from backend.models.loading import NonFiniteWeights
 
 VIT = "vit_small_patch16_224"
-TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
+TINY: dict[str, Any] = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 
 
 @pytest.fixture(autouse=True)
