@@ -507,8 +507,11 @@ def check_finite_trace(trace: Trace) -> None:
         (f"the output of block {k}" if k else "the patch embedding", x) for k, x in enumerate(trace.x_out)
     ]
     places += [(f"the attention of block {k + 1}", a) for k, a in enumerate(trace.attentions)]
-    for where, state in places:
-        if not bool(torch.isfinite(state).all()):
+    finite = torch.stack([torch.isfinite(state).all() for _, state in places])
+    if bool(finite.all()):  # one device sync per batch
+        return
+    for (where, _), ok in zip(places, finite.tolist(), strict=True):
+        if not ok:
             raise NonFiniteResult(
                 f"model {trace.model_id} computed NaN or infinite values in {where} for this "
                 "image; its weights overflow in float32, so nothing can be analysed: re-import or "
