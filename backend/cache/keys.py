@@ -135,6 +135,11 @@ def embeddings_view_key(
     return make_key("view-embeddings", set_id_, model_id, weights_digest, preprocessing, int(layer), method)
 
 
+def kind_of(key: str) -> str:
+    """The kind of a key made by ``make_key`` (``vitscope:<kind>:<digest>``)."""
+    return key.split(":", 2)[1]
+
+
 def lock_key(key: str) -> str:
     """The cross-process lock of the work that fills ``key`` (``backend.cache.singleflight.SharedLocks``)."""
     return f"{key}:lock"

@@ -135,6 +135,7 @@ class Bundle:
     spectrum: dict[str, np.ndarray]  # "out": (L + 1, H, W), "attn": (L, H, W) float32, A4 step 5
     tokens: np.ndarray  # (L + 1, Np, C) float16, x_out patch tokens (prefix dropped)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    tokens_stored: bool = False  # the tokens are written only once a set analysis asks for them
 
     @property
     def nbytes(self) -> int:
@@ -204,9 +205,14 @@ def encode_bundle(info: ModelInfo, image_id: str, b: Bundle) -> dict[str, bytes]
         first = 0 if state == "out" else 1
         for d, m in enumerate(maps, start=first):
             out[K.spectrum_key(*a, state, d)] = encode_array(m, dtype="float32", compress=False)
-    for d, t in enumerate(b.tokens):  # shuffled zstd saves about an eighth of float16 activations
-        out[K.tokens_key(*a, "out", d)] = encode_array(t)
     return out
+
+
+def encode_tokens(info: ModelInfo, image_id: str, b: Bundle) -> dict[str, bytes]:
+    """The patch tokens of every depth (3.4 MB for ViT-B/16): stored only for images of a set analysis that
+    reads them (embeddings, CKA, positional share), which keeps a viewed image under 8 MB (bench/codec.py)."""
+    a = info.addr(image_id)
+    return {K.tokens_key(*a, "out", d): encode_array(t) for d, t in enumerate(b.tokens)}
 
 
 class _BatchMemo(threading.local):
@@ -332,6 +338,7 @@ class Captures:
         pick: Callable[[Bundle], R],
     ) -> R:
         """The value under ``key`` in the store, else from the image's bundle (captured here or elsewhere)."""
+        tokens = K.kind_of(key) == "tokens"
         for attempt in range(2):
             data = await self.store.get(key)
             if data is not None:
@@ -341,12 +348,25 @@ class Captures:
                     log.warning("corrupt cache value under %s (%s); recomputing", key, exc)
             bundle = await self.bundle(image_id, info)
             if bundle is not None:
+                if tokens:
+                    await self._store_tokens(image_id, info, bundle)
                 return pick(bundle)
             if attempt == 0:
                 continue  # another process stored it: read it
-        # Stored elsewhere but gone again (evicted, Redis down): capture here, without the lock.
+        # Stored elsewhere but gone (evicted, Redis down, tokens not kept): capture here, without the lock.
         self.requested += 1
-        return pick(await self.run(image_id, info, per_batch("bundle", lambda t: build_bundles(info, t))))
+        bundle = await self.run(image_id, info, per_batch("bundle", lambda t: build_bundles(info, t)))
+        if tokens:
+            await self._store_tokens(image_id, info, bundle)
+        return pick(bundle)
+
+    async def _store_tokens(self, image_id: str, info: ModelInfo, bundle: Bundle) -> None:
+        if bundle.tokens_stored:
+            return
+        bundle.tokens_stored = True
+        items = list((await asyncio.to_thread(encode_tokens, info, image_id, bundle)).items())
+        for start in range(0, len(items), _WRITES_AT_ONCE):
+            await asyncio.gather(*(self.store.set(k, v) for k, v in items[start : start + _WRITES_AT_ONCE]))
 
     async def array(
         self, key: str, image_id: str, info: ModelInfo, pick: Callable[[Bundle], np.ndarray]

@@ -45,8 +45,18 @@ async def test_results_land_in_redis_and_uploads_survive_a_flush(
         assert r.status_code == 200
         await api.service.settle()  # results are written to the cache in the background
         keys = {k.decode().split(":")[1] for k in vitscope_keys(url)}
-        # attention per layer, rollout, spectra per depth, tokens per depth, metrics, the image, the view
-        assert {"attn", "rollout", "spectrum", "tokens", "metrics", "image", "view-attention"} <= keys
+        # attention per layer, rollout, spectra per depth, metrics, the image, the view, the done mark
+        assert {"attn", "rollout", "spectrum", "metrics", "image", "view-attention", "bundle"} <= keys
+        assert "tokens" not in keys  # stored only once a set analysis reads them
+        sid = (await api.client.post("/api/v1/sets", json={"images": [iid]})).json()["id"]
+        captures = api.captures
+        r = await api.client.get(f"/api/v1/sets/{sid}/embeddings", params={"model": TINY, "layer": 2})
+        assert r.status_code == 200, r.text
+        await api.service.settle()
+        assert "tokens" in {k.decode().split(":")[1] for k in vitscope_keys(url)}
+        assert api.captures == captures + 1  # the tokens took one capture, then every depth is stored
+        r = await api.client.get(f"/api/v1/sets/{sid}/embeddings", params={"model": TINY, "layer": 1})
+        assert r.status_code == 200 and api.captures == captures + 1
         redis.Redis.from_url(url).flushall()  # Redis evicts everything: the upload is still served from disk
         got = await api.client.get(f"/api/v1/images/{iid}")
         assert got.status_code == 200 and got.content == data
