@@ -367,6 +367,35 @@ async def test_jobs_for_slow_sets(models_env: Path, tmp_path: Path, redis_url: s
         assert any(j["id"] == job["id"] for j in listing)
 
 
+async def test_a_set_larger_than_a_batch_goes_through_the_runner_in_batches(
+    models_env: Path, tmp_path: Path, redis_url: str
+) -> None:
+    from backend.analysis import compute_metrics
+
+    async with running(settings_for(tmp_path, redis_url=redis_url, max_batch=4, set_wait_s=0.0)) as api:
+        datas = [png_bytes(700 + i) for i in range(10)]
+        ids = [await api.upload_ok(d) for d in datas]
+        sid = (await api.client.post("/api/v1/sets", json={"images": ids})).json()["id"]
+        r = await api.client.get(f"/api/v1/sets/{sid}/metrics", params={"model": TINY})
+        assert r.status_code == 202
+        job = r.json()["job"]["id"]
+        seen = []
+        for _ in range(1200):
+            state = (await api.client.get(f"/api/v1/jobs/{job}")).json()
+            seen.append(state["done"])
+            if state["status"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.02)
+        assert state["status"] == "succeeded" and state["done"] == state["total"] == 10, state
+        assert seen == sorted(seen)  # progress only grows, image by image
+        batches = api.service.pool.runners[0].stats.batches
+        assert max(batches) <= 4 and sum(batches) >= 10  # never more than max_batch on the device at once
+        got = (await api.client.get(state["result_url"])).json()
+        loaded, trace = reference_trace(datas)
+        want = json.loads(json.dumps(compute_metrics(trace, loaded.spec.family)))
+        assert_close_tree({k: got[k] for k in want}, want, rel=1e-4, abs_=1e-5)
+
+
 async def test_fifty_identical_requests_compute_once(api: Api) -> None:
     iid = await api.upload_ok(png_bytes(30))
     before = api.captures
