@@ -7,6 +7,7 @@ from backend.api.routes import (
     health,
     images,
     jobs,
+    lab,
     models,
     patch_views,
     reference,
@@ -15,7 +16,7 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (health, models, images, patch_views, sets, set_analyses, jobs, reference, claims):
+for module in (health, models, images, patch_views, lab, sets, set_analyses, jobs, reference, claims):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]
