@@ -209,7 +209,8 @@ class Settings(UiSettings):
         default=16 * KiB,
         ge=4 * KiB,
         le=1 * MiB,
-        description="Largest request line + headers (h11's incomplete event limit; 400 above).",
+        description="Most bytes of an unfinished request line + headers held while the rest is awaited "
+        "(h11's incomplete event limit; 400 above).",
     )
     trusted_proxies: CommaList = Field(
         default_factory=lambda: list(TRUSTED_PROXIES),

@@ -196,5 +196,10 @@ def test_slow_headers_and_idle_connections_are_closed(tmp_path: Path) -> None:
             prompt.settimeout(3)
             assert prompt.recv(4096).startswith(b"HTTP/1.1 200")
             assert _closed_within(prompt, 4)  # then idle: closed after the keep-alive / header deadline
+        with socket.create_connection(("127.0.0.1", port)) as huge:  # unfinished headers past the limit
+            huge.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
+            huge.sendall(b"a" * (settings.max_header_bytes + 1024))
+            huge.settimeout(3)
+            assert huge.recv(4096).startswith(b"HTTP/1.1 400")
         r = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
         assert r.status_code == 200
