@@ -261,6 +261,27 @@ class ApiClient:
             ("spectrum", image_id, model, depth, state), lambda: self._json("GET", path, params=params)
         )
 
+    def similarity(self, image_id: str, model: str, layer: int, query: int) -> dict[str, Any]:
+        """``GET /images/{id}/similarity``: cosine of patch ``query``'s token to every patch (``map``)."""
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/similarity"
+        params = {"model": model, "layer": layer, "query": query}
+        return self._cached(
+            ("similarity", image_id, model, layer, query), lambda: self._json("GET", path, params=params)
+        )
+
+    def pca(self, image_id: str, model: str, layer: int) -> dict[str, Any]:
+        """``GET /images/{id}/pca``: the patch tokens' top 3 principal components as RGB (``rgb``)."""
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/pca"
+        params = {"model": model, "layer": layer}
+        return self._cached(("pca", image_id, model, layer), lambda: self._json("GET", path, params=params))
+
+    def perturb(self, image_id: str, body: dict[str, Any], *, client: str | None = None) -> dict[str, Any]:
+        """``POST /images/{id}/perturb``: the new image's upload record (a new image id)."""
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/perturb"
+        headers = {"X-Forwarded-For": client} if client else None
+        record: dict[str, Any] = self._json("POST", path, json=body, headers=headers)
+        return record
+
     def create_set(self, image_ids: list[str]) -> str:
         for i in image_ids:
             segment(i, "image id", IMAGE_ID)

@@ -27,6 +27,7 @@ from app.components import (
     curves,
     export_all,
     images,
+    lab,
     models,
     permalink,
     spectrum,
@@ -74,6 +75,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     curves.layout(),
                     spectrum.layout(),
                     tokens.layout(),
+                    lab.layout(),
                 ],
                 className="page",
             ),
@@ -125,6 +127,7 @@ def create_dash_app(
     app.layout = build_layout(ctx)
     for component in (permalink, images, models, controls, attention, curves, spectrum, tokens, export_all):
         component.register(app, ctx)
+    lab.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
     proxy.install(app.server, ctx, prefix)
     if proxy_hops:

@@ -1,0 +1,260 @@
+"""Patch features and the frequency lab.
+
+Per chosen model, at the shared block (the output of block K): the patch tokens' top 3 principal components as
+RGB (``GET /images/{id}/pca``) and the cosine similarity of one patch's token to every patch
+(``GET /images/{id}/similarity``). The patch is the attention panel's query, or a click on any map here.
+The frequency lab makes a low-passed, high-passed or band-noised copy of the image
+(``POST /images/{id}/perturb``), adds it to the images and shows it: every panel then reads the new image.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import plotly.graph_objects as go
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+from plotly.subplots import make_subplots
+
+from app.api_client import ApiClient, ApiError
+from app.auth import client_address
+from app.components.common import IMG_STORE, MDL_STORE, META_STORE, QUERY_STORE, aria, error_list
+from app.components.images import _add
+from app.context import AppContext
+from app.state import Query, clean_images, clean_models
+
+KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "Band noise"}
+EMPTY = {"data": [], "layout": {"height": 60}}
+
+
+def layout() -> html.Section:
+    return html.Section(
+        [
+            html.Div([html.H2("Patch features", id="lab-heading")], className="panel-head"),
+            html.P(
+                "Each model's patch tokens at the chosen block: their top 3 principal components as colour "
+                "(fitted on this image), and how similar every patch's token is to the chosen patch "
+                "(cosine, -1..1). Click a patch here or in the attention maps.",
+                className="hint",
+            ),
+            dcc.Store(id="lab-query", data=None),
+            dcc.Store(id="lab-traces", data=None),
+            html.Div(id="lab-msg"),
+            dcc.Graph(id="lab-pca", figure=EMPTY, config={"displaylogo": False}),
+            dcc.Graph(id="lab-sim", figure=EMPTY, config={"displaylogo": False}),
+            html.H3("Frequency lab"),
+            html.P(
+                "Make a perturbed copy of the image (resized to a shorter side of 224 px; frequencies in "
+                "radians per pixel, 0..π): low-pass keeps what is below the frequency, high-pass removes it "
+                "(the mean colour stays), band noise adds ±eps sign noise filtered to a ring of half-width "
+                "0.2 around it (as A8). The copy becomes the shown image, so every panel shows how the "
+                "models respond.",
+                className="hint",
+            ),
+            html.Div(
+                [
+                    dcc.RadioItems(
+                        id="lab-kind",
+                        options=[{"label": v, "value": k} for k, v in KIND_LABELS.items()],
+                        value="low_pass",
+                        inline=True,
+                    ),
+                    html.Label(
+                        [
+                            "Frequency ",
+                            dcc.Input(id="lab-freq", type="number", value=1.0, min=0, max=3.14159, step=0.05),
+                        ]
+                    ),
+                    html.Label(
+                        [
+                            "eps ",
+                            dcc.Input(id="lab-eps", type="number", value=0.1, min=0.01, max=1, step=0.01),
+                        ]
+                    ),
+                    html.Button("Make the perturbed image", id="lab-make", n_clicks=0),
+                ],
+                className="lab-form",
+            ),
+            html.Div(id="lab-made", role="status", **aria(live="polite")),
+        ],
+        className="panel",
+        id="lab-panel",
+        **aria(labelledby="lab-heading"),
+    )
+
+
+def perturb_body(kind: str, freq: float | None, eps: float | None) -> dict[str, Any]:
+    """The ``POST /perturb`` body of the form (the API checks the values and says what is allowed)."""
+    if kind == "band_noise":
+        return {"kind": kind, "freq": freq, "eps": eps}
+    return {"kind": kind, "cutoff": freq}
+
+
+def _grids(meta: dict[str, Any], models: list[str]) -> dict[str, tuple[int, int]]:
+    shapes = meta.get("models", {})
+    return {m: (int(shapes[m]["grid"][0]), int(shapes[m]["grid"][1])) for m in models if m in shapes}
+
+
+def _layers(meta: dict[str, Any], models: list[str], layer: int | None) -> dict[str, int]:
+    shapes = meta.get("models", {})
+    return {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models if m in shapes}
+
+
+def figures(
+    client: ApiClient, meta: dict[str, Any], models: list[str], layer: int | None, query: Query
+) -> tuple[Any, Any, list[str], dict[str, list[str]]]:
+    """The PCA and similarity figures, one column per model (the same order as ``models``), the errors,
+    and whose each trace is (``{"pca": [model per trace], "sim": [...]}``, for the clicks)."""
+    image = meta["image"]
+    grids = _grids(meta, models)
+    layers = _layers(meta, models, layer)
+    shown = [m for m in models if m in grids]
+    owners: dict[str, list[str]] = {"pca": [], "sim": []}
+    if not shown:
+        return EMPTY, EMPTY, [], owners
+    pcas = client.parallel([partial(client.pca, image, m, layers[m]) for m in shown])
+    sims: list[Any] = [None] * len(shown)
+    if not query.is_cls:
+        calls = [partial(client.similarity, image, m, layers[m], int(query.index(grids[m]))) for m in shown]
+        sims = client.parallel(calls)
+    errors: list[str] = []
+    titles = []
+    for m, p in zip(shown, pcas, strict=True):
+        if isinstance(p, ApiError):
+            errors.append(f"{m}: {p.message}")
+            titles.append(m)
+        else:
+            share = sum(float(e) for e in p["explained"])
+            titles.append(f"{m} · block {layers[m]} · 3 PCs: {share:.0%} of the variance")
+    n = len(shown)
+    pca_fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.04)
+    sim_fig = make_subplots(
+        rows=1, cols=n, subplot_titles=[f"{m} · cosine to the chosen patch" for m in shown]
+    )
+    for i, (m, p, s) in enumerate(zip(shown, pcas, sims, strict=True), start=1):
+        if not isinstance(p, ApiError):
+            rgb = [[[round(255 * c) for c in px] for px in row] for row in p["rgb"]]
+            owners["pca"].append(m)
+            pca_fig.add_trace(
+                go.Image(z=rgb, name=m, hovertemplate="row %{y}, col %{x}<extra></extra>"), 1, i
+            )
+        if isinstance(s, ApiError):
+            errors.append(f"{m}: {s.message}")
+        elif s is not None:
+            owners["sim"].append(m)
+            sim_fig.add_trace(
+                go.Heatmap(
+                    z=s["map"], zmin=-1, zmax=1, colorscale="RdBu_r", showscale=i == n, name=m,
+                    hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
+                ),
+                1, i,
+            )  # fmt: skip
+            rc = query.patch(grids[m])
+            if rc is not None:
+                r, c = rc
+                sim_fig.add_shape(
+                    type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
+                    line={"color": "black", "width": 2}, row=1, col=i,
+                )  # fmt: skip
+        for fig in (pca_fig, sim_fig):
+            fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
+    pca_fig.update_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    sim_fig.update_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    if query.is_cls:
+        sim_fig = EMPTY
+    return pca_fig, sim_fig, errors, owners
+
+
+def clicked_query(click: dict[str, Any] | None, meta: dict[str, Any], owners: list[str]) -> Query | None:
+    """The patch a click on one of the maps names: the clicked trace's model (``owners[curveNumber]``), its
+    row ``y`` and column ``x``."""
+    if not click or not click.get("points"):
+        return None
+    point = click["points"][0]
+    grids = _grids(meta, owners)
+    try:
+        model = owners[int(point["curveNumber"])]
+        row, col = int(round(float(point["y"]))), int(round(float(point["x"])))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    grid = grids.get(model)
+    if grid is None:
+        return None
+    if not (0 <= row < grid[0] and 0 <= col < grid[1]):
+        return None
+    return Query.at_patch(row, col, grid)
+
+
+def register(app: Dash, ctx_: AppContext) -> None:
+    client = ctx_.client
+
+    @app.callback(
+        Output("lab-query", "data"),
+        Input(QUERY_STORE, "data"),
+        Input("lab-pca", "clickData"),
+        Input("lab-sim", "clickData"),
+        State(META_STORE, "data"),
+        State("lab-traces", "data"),
+    )
+    def choose(query: Any, pca_click: Any, sim_click: Any, meta: Any, traces: Any) -> Any:
+        if ctx.triggered_id in ("lab-pca", "lab-sim"):
+            which = "pca" if ctx.triggered_id == "lab-pca" else "sim"
+            click = pca_click if which == "pca" else sim_click
+            q = clicked_query(click, meta or {}, list((traces or {}).get(which) or []))
+            if q is None:
+                raise PreventUpdate
+            return q.to_store()
+        return Query.from_store(query).to_store()
+
+    @app.callback(
+        Output("lab-pca", "figure"),
+        Output("lab-sim", "figure"),
+        Output("lab-msg", "children"),
+        Output("lab-traces", "data"),
+        Input(META_STORE, "data"),
+        Input("ctl-layer", "value"),
+        Input("lab-query", "data"),
+        State(MDL_STORE, "data"),
+    )
+    def draw(meta: Any, layer: Any, query: Any, models: Any) -> Any:
+        chosen = clean_models(models)
+        if not meta or not meta.get("image") or not chosen or meta.get("for") != chosen:
+            empty = html.Div("Patch features appear once there is an image and a model.", className="hint")
+            return EMPTY, EMPTY, empty, None
+        q = Query.from_store(query)
+        pca_fig, sim_fig, errors, owners = figures(client, meta, chosen, layer, q)
+        hint = html.Div("Click a patch to see its similarity map.", className="hint") if q.is_cls else None
+        return pca_fig, sim_fig, [hint, error_list(errors)], owners
+
+    @app.callback(
+        Output(IMG_STORE, "data", allow_duplicate=True),
+        Output("lab-made", "children"),
+        Input("lab-make", "n_clicks"),
+        State(IMG_STORE, "data"),
+        State("lab-kind", "value"),
+        State("lab-freq", "value"),
+        State("lab-eps", "value"),
+        prevent_initial_call=True,
+    )
+    def make(n: int | None, store: Any, kind: str, freq: Any, eps: Any) -> Any:
+        if not n:
+            raise PreventUpdate
+        images = clean_images(store)
+        source = images["active"]
+        if not source:
+            return no_update, html.Div("Add an image first.", className="error-text")
+        body = perturb_body(kind, freq, eps)
+        try:
+            record = client.perturb(source, body, client=client_address())
+        except ApiError as exc:
+            return no_update, html.Div(exc.message, className="error-text")
+        base = images["names"].get(source, source[:8])
+        label = KIND_LABELS.get(kind, kind).lower()
+        detail = (
+            f"eps {body['eps']:g} at {body['freq']:g}" if kind == "band_noise" else f"at {body['cutoff']:g}"
+        )
+        name = f"{base} · {label} {detail}"
+        size = f"{record['width']}x{record['height']} px"
+        note = f"Made {name}: {size}, {float(record['clipped']):.1%} of the values clipped to 0..1."
+        return _add(images, record, name), html.Div(note)
