@@ -135,6 +135,7 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(tmp_path: Path) -> N
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         assert r.status_code == 408, r.text
+        assert r.json()["error"]["code"] == "request_timeout"
         assert "did not arrive within 0.5 s" in r.json()["error"]["message"]
         assert time.monotonic() - started < 2.5
         assert (await api.upload(png_bytes(81))).status_code == 201  # a prompt upload is unaffected
