@@ -1,0 +1,135 @@
+"""The Patch features panel and the frequency lab in headless Chromium against the real server with the demo
+models: the PCA colours and the similarity maps drawn are the API's numbers for each model, a click on an
+attention map picks the patch, and the frequency lab makes the API's perturbed image and shows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from app.state import Query, ViewState
+from tests.browser.chrome import Browser
+from tests.browser.conftest import SCREENSHOTS
+from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, wait_for
+from tests.browser.serverproc import Server
+
+pytestmark = pytest.mark.browser
+
+TRACES_JS = """
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd.data || !gd.data.length) return null;
+return JSON.stringify(gd.data.map(t => ({type: t.type, name: t.name, z: t.z})));
+"""
+
+
+@pytest.fixture(scope="module")
+def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
+    b = Browser(width=1440, height=1000)
+    try:
+        b.driver.get(server.url + "/")
+        yield b.driver
+    finally:
+        b.close()
+
+
+def traces(d: WebDriver, graph: str) -> list[dict[str, Any]] | None:
+    raw = d.execute_script(TRACES_JS, graph)
+    return json.loads(raw) if raw else None
+
+
+def n_traces(d: WebDriver, graph: str, n: int = 3) -> list[dict[str, Any]] | None:
+    t = traces(d, graph)
+    return t if t and len(t) == n else None
+
+
+def made_text(d: WebDriver) -> str | None:
+    text = str(d.find_element(By.CSS_SELECTOR, "#lab-made").text)
+    return text if "Made" in text else None
+
+
+def showing(d: WebDriver, image: str) -> ViewState | None:
+    v = view(d)
+    return v if v.images and v.images[v.active] == image else None
+
+
+def view(d: WebDriver) -> ViewState:
+    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
+
+
+def layer_of(d: WebDriver) -> int:
+    """The shared block as the page holds it (the permalink's; the input's attribute lags behind React)."""
+    return int(view(d).layer or 1)
+
+
+def test_pca_and_similarity_are_the_apis_numbers(server: Server, page: WebDriver) -> None:
+    d = page
+    drawn = wait_for(lambda: n_traces(d, "#lab-pca"), "3 PCA pictures", 400)
+    state = view(d)
+    image = state.images[state.active]
+    layer = layer_of(d)
+    assert layer > 1  # the demo preset shows a late block
+    for trace in drawn:
+        assert trace["type"] == "image"
+        want = httpx.get(
+            f"{server.api}/images/{image}/pca", params={"model": trace["name"], "layer": layer}, timeout=60
+        ).json()
+        got = [[[round(255 * c) for c in px] for px in row] for row in want["rgb"]]
+        assert trace["z"] == got
+    first = wait_for(lambda: heatmap(d, att_col(0)), "the first attention map", 300)
+    click_patch(d, att_col(0), 2, 3)
+    picked = Query.at_patch(2, 3, (len(first["z"]), len(first["z"][0])))  # the place clicked
+    sims = wait_for(lambda: n_traces(d, "#lab-sim"), "3 similarity maps", 120)
+    for trace in sims:
+        grid = (len(trace["z"]), len(trace["z"][0]))
+        query = picked.index(grid)
+        want = httpx.get(
+            f"{server.api}/images/{image}/similarity",
+            params={"model": trace["name"], "layer": layer, "query": query},
+            timeout=60,
+        ).json()
+        assert trace["z"] == want["map"]
+        row, col = divmod(int(query), grid[1])
+        assert abs(trace["z"][row][col] - 1.0) < 1e-3  # the patch itself
+    panel = d.find_element(By.CSS_SELECTOR, "#lab-panel")
+    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
+    screenshot(d, SCREENSHOTS, "lab-patch-features", full_page=False)
+
+
+def test_frequency_lab_makes_and_shows_the_perturbed_image(server: Server, page: WebDriver) -> None:
+    d = page
+    wait_for(lambda: n_traces(d, "#lab-pca"), "3 PCA pictures", 400)
+    before = view(d)
+    source = before.images[before.active]
+    d.find_element(By.CSS_SELECTOR, "#lab-kind input[value='band_noise']").click()
+    freq = d.find_element(By.CSS_SELECTOR, "#lab-freq")
+    freq.clear()
+    freq.send_keys("2.5")
+    button = d.find_element(By.CSS_SELECTOR, "#lab-make")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+    made = wait_for(lambda: made_text(d), "the made note", 120)
+    want = httpx.post(
+        f"{server.api}/images/{source}/perturb",
+        json={"kind": "band_noise", "freq": 2.5, "eps": 0.1},
+        timeout=60,
+    ).json()
+    assert f"{want['clipped']:.1%} of the values clipped" in made
+    after = wait_for(lambda: showing(d, want["id"]), "the new image shown", 60)
+    assert source in after.images
+    model = after.models[0]
+    pca = httpx.get(
+        f"{server.api}/images/{want['id']}/pca", params={"model": model, "layer": layer_of(d)}, timeout=60
+    ).json()
+    rgb = [[[round(255 * c) for c in px] for px in row] for row in pca["rgb"]]
+    wait_for(
+        lambda: (t := n_traces(d, "#lab-pca")) and t[0]["name"] == model and t[0]["z"] == rgb,
+        "the PCA of the perturbed image",
+        300,
+    )
