@@ -94,7 +94,7 @@ def column(i: int) -> html.Div:
                 dcc.Graph(
                     id=graph_id("att-graph", i),
                     figure={"data": [], "layout": {"height": 360}},
-                    config=graph_config(f"vitscope-attention-{i}"),
+                    config=graph_config(None),  # named by the export bar
                     className="att-graph",
                     style={"height": "360px"},
                     responsive=True,
@@ -112,7 +112,7 @@ def heads_column(i: int) -> html.Div:
             dcc.Graph(
                 id=graph_id("att-heads-graph", i),
                 figure={"data": [], "layout": {}},
-                config=graph_config(f"vitscope-heads-{i}"),
+                config=graph_config(None),
             )
         ),
         className="heads-col",

@@ -74,13 +74,19 @@ def base_layout(**overrides: Any) -> dict[str, Any]:
     return layout
 
 
-def graph_config(filename: str) -> Any:
+def graph_config(filename: str | None) -> Any:
     """Plotly config of every graph: the camera saves PNG at 2x (SVG via the panel's export buttons); nothing
-    that sends a figure off the server (no cloud or Chart Studio buttons: student uploads stay here)."""
-    return {
+    that sends a figure off the server (no cloud or Chart Studio buttons: student uploads stay here).
+
+    ``filename=None``: no camera, for graphs whose content (and so file name) changes with every click, where
+    only the panel's export buttons know the name (from ``layout.meta.filename``)."""
+    remove = ["select2d", "lasso2d", "autoScale2d", "sendDataToCloud"]
+    config: dict[str, Any] = {
         "displaylogo": False,
         "showSendToCloud": False,
         "showEditInChartStudio": False,
-        "toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2},
-        "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "sendDataToCloud"],
+        "modeBarButtonsToRemove": remove if filename else [*remove, "toImage"],
     }
+    if filename:
+        config["toImageButtonOptions"] = {"format": "png", "filename": filename, "scale": 2}
+    return config
