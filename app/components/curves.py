@@ -3,7 +3,8 @@
 For one image: ``GET /images/{id}/metrics``; for the whole set (two or more images): ``POST /sets`` then
 ``GET /sets/{id}/metrics`` (mean over images with a std band). Moving the layer slider only moves the marker
 (a ``Patch`` of the shapes). The paper's curves (``GET /reference``) are overlaid; the distance panel is on
-the relative scale where the curves' grids differ (``app.metrics.distance_scale``).
+the relative scale where the curves' grids differ (``app.metrics.distance_scale``). A click on a curve's point
+shows that block everywhere (it sets the layer slider).
 """
 
 from __future__ import annotations
@@ -121,9 +122,36 @@ def fetch_reference(client: ApiClient, wanted: list[str] | None) -> tuple[dict[s
         return None, [f"the paper's curves: {exc.message}"]
 
 
+def clicked_block(click: dict[str, Any] | None, top: int | None) -> int | None:
+    """The block a click on a curve's point names (its ``x``), within the slider's ``1..top``; depth 0 (the
+    embedding, on the delta panel) reads as block 1. None when the click holds no point."""
+    points = (click or {}).get("points") or []
+    if not points:
+        return None
+    try:
+        x = int(round(float(points[0]["x"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return min(max(1, x), int(top or x or 1))
+
+
 def register(app: Dash, ctx_: AppContext) -> None:
     client = ctx_.client
     claims.register(app, ctx_)
+
+    @app.callback(
+        Output("ctl-layer", "value", allow_duplicate=True),
+        Input("crv-graph", "clickData"),
+        State("ctl-layer", "max"),
+        State("ctl-layer", "value"),
+        prevent_initial_call=True,
+    )
+    def pick_layer(click: dict[str, Any] | None, top: int | None, current: int | None) -> Any:
+        """A click on any curve's point shows that block everywhere (the slider, every panel)."""
+        block = clicked_block(click, top)
+        if block is None or block == current:
+            raise PreventUpdate
+        return block
 
     @app.callback(
         Output("crv-graph", "figure"),

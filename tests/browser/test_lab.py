@@ -6,11 +6,13 @@ attention map picks the patch, and the frequency lab makes the API's perturbed i
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -133,3 +135,42 @@ def test_frequency_lab_makes_and_shows_the_perturbed_image(server: Server, page:
         "the PCA of the perturbed image",
         300,
     )
+
+
+POINT_JS = """
+const gd = document.querySelector('#crv-graph .js-plotly-plot');
+if (!gd || !gd.data) return null;
+const tr = gd.data.find(t => t.name === arguments[0] && t.mode === 'lines+markers'
+                             && (t.xaxis || 'x') === 'x');
+if (!tr) return null;
+const k = Array.from(tr.x).indexOf(arguments[1]);
+if (k < 0) return null;
+const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+return [r.left + fl.xaxis._offset + fl.xaxis.l2p(tr.x[k]), r.top + fl.yaxis._offset + fl.yaxis.l2p(tr.y[k]),
+        r.left + r.width / 2, r.top + r.height / 2];
+"""
+
+
+def test_a_click_on_a_curve_shows_that_block_everywhere(server: Server, page: WebDriver) -> None:
+    d = page
+    state = wait_for(lambda: view(d) if view(d).models else None, "the chosen models")
+    model, block = state.models[0], 3
+    assert layer_of(d) != block
+    gd = wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#crv-graph .js-plotly-plot"), "the curves")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", gd)
+    time.sleep(0.3)
+    x, y, cx, cy = wait_for(lambda: d.execute_script(POINT_JS, model, block), f"the point of block {block}")
+    ActionChains(d).move_to_element_with_offset(gd, int(round(x - cx)), int(round(y - cy))).click().perform()
+    wait_for(lambda: layer_of(d) == block, f"the page on block {block}", 60)
+    image = view(d).images[view(d).active]
+    pca = httpx.get(
+        f"{server.api}/images/{image}/pca", params={"model": model, "layer": block}, timeout=60
+    ).json()
+    rgb = [[[round(255 * c) for c in px] for px in row] for row in pca["rgb"]]
+    wait_for(
+        lambda: (t := n_traces(d, "#lab-pca")) and t[0]["name"] == model and t[0]["z"] == rgb,
+        f"the PCA of block {block}",
+        120,
+    )
+    handle = "return (document.querySelector('#ctl-layer [aria-valuenow]') || {}).ariaValueNow || null;"
+    assert wait_for(lambda: d.execute_script(handle), "the slider's handle", 30) == str(block)
