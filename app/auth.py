@@ -8,6 +8,7 @@ The cookie is signed with a secret made when the process starts: restarting the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
@@ -39,6 +40,7 @@ class UiAuth:
     mode: str = "none"
     password: str | None = None
     proxy_header: str = "X-Forwarded-User"
+    redis_url: str | None = None  # where wrong passwords are counted (None: in this process)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -90,7 +92,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 
 
 class _Failures:
-    """Wrong passwords per client address in a sliding window (bounded memory)."""
+    """Wrong passwords per client address in a sliding window (bounded memory), in this process."""
 
     def __init__(self) -> None:
         self._by_client: OrderedDict[str, deque[float]] = OrderedDict()
@@ -109,10 +111,7 @@ class _Failures:
         """0 when the client may try again now, else the seconds to wait."""
         now = time.monotonic()
         with self._lock:
-            times = self._recent(client, now)
-            if len(times) < MAX_FAILURES:
-                return 0
-            return max(1, math.ceil(times[0] + FAILURE_WINDOW - now))
+            return _wait(list(self._recent(client, now)), now)
 
     def add(self, client: str) -> None:
         now = time.monotonic()
@@ -124,6 +123,63 @@ class _Failures:
             self._by_client.pop(client, None)
 
 
+def _wait(times: list[float], now: float) -> int:
+    """Seconds until a client with failures at ``times`` (oldest first) may try again; 0 = now."""
+    if len(times) < MAX_FAILURES:
+        return 0
+    return max(1, math.ceil(times[-MAX_FAILURES] + FAILURE_WINDOW - now))
+
+
+class _RedisFailures(_Failures):
+    """The same window in Redis (one sorted set per client, wall-clock scores), so that UI replicas and a
+    restart share it; while Redis does not answer, this process counts on its own (never locks anyone out
+    because Redis is down, never lets the count go)."""
+
+    def __init__(self, url: str, timeout_s: float = 0.25) -> None:
+        import redis
+
+        super().__init__()
+        self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    @staticmethod
+    def _key(client: str) -> str:
+        return "vitscope:ui-login-failures:" + hashlib.sha256(client.encode()).hexdigest()[:32]
+
+    def retry_after(self, client: str) -> int:
+        import redis
+
+        now = time.time()
+        key = self._key(client)
+        try:
+            pipe = self._redis.pipeline()
+            pipe.zremrangebyscore(key, "-inf", now - FAILURE_WINDOW)
+            pipe.zrange(key, 0, -1, withscores=True)
+            times = [float(score) for _, score in pipe.execute()[1]]
+        except redis.RedisError:
+            return super().retry_after(client)
+        return max(_wait(times, now), super().retry_after(client))
+
+    def add(self, client: str) -> None:
+        import redis
+
+        super().add(client)
+        now, key = time.time(), self._key(client)
+        try:
+            pipe = self._redis.pipeline()
+            pipe.zadd(key, {secrets.token_hex(8): now})
+            pipe.expire(key, math.ceil(FAILURE_WINDOW))
+            pipe.execute()
+        except redis.RedisError:
+            pass  # counted in this process above
+
+    def clear(self, client: str) -> None:
+        import redis
+
+        super().clear(client)
+        with contextlib.suppress(redis.RedisError):
+            self._redis.delete(self._key(client))
+
+
 def install(server: flask.Flask, auth: UiAuth, prefix: str) -> None:
     """Guard every route of ``server``; ``prefix`` is where the browser reaches the app (``/`` or ``/x/``)."""
     if auth.mode == "none":
@@ -131,7 +187,7 @@ def install(server: flask.Flask, auth: UiAuth, prefix: str) -> None:
     if auth.mode == "proxy-header":
         _install_proxy_header(server, auth.proxy_header)
         return
-    _install_password(server, auth.password or "", prefix)
+    _install_password(server, auth.password or "", prefix, auth.redis_url)
 
 
 def _install_proxy_header(server: flask.Flask, header: str) -> None:
@@ -147,10 +203,10 @@ def _install_proxy_header(server: flask.Flask, header: str) -> None:
         )
 
 
-def _install_password(server: flask.Flask, password: str, prefix: str) -> None:
+def _install_password(server: flask.Flask, password: str, prefix: str, redis_url: str | None) -> None:
     signer = URLSafeTimedSerializer(secrets.token_bytes(32), salt="vitscope-ui-login")
     expected = hashlib.sha256(password.encode()).digest()
-    failures = _Failures()
+    failures = _RedisFailures(redis_url) if redis_url else _Failures()
     open_paths = {LOGIN_PATH, LOGOUT_PATH}
 
     def logged_in() -> bool:

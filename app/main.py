@@ -144,7 +144,7 @@ def ui_options(settings: Any) -> dict[str, Any]:
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     return {
         "api_token": token,
-        "auth": ui_auth.UiAuth(settings.ui_auth, password, settings.ui_proxy_header),
+        "auth": ui_auth.UiAuth(settings.ui_auth, password, settings.ui_proxy_header, settings.redis_url),
         "class_mode": bool(settings.class_mode),
         "proxy_hops": int(settings.ui_proxy_hops),
         "allow_downloads": bool(getattr(settings, "allow_downloads", False)),  # Settings only

@@ -115,11 +115,27 @@ class UiSettings(BaseSettings):
         default=False,
         description="Read-only class mode: only the example gallery and the default models; no uploads.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "VITSCOPE_REDIS_URL", "redis_url"),
+        description="Redis for the cache (and the UI's login failure counts, so replicas and restarts share "
+        "them); unset: an in-process LRU store (the embedded default).",
+    )
 
     @field_validator("api_token")
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         return _check_secret_token(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"REDIS_URL {value!r} must start with one of {', '.join(_REDIS_SCHEMES)}")
+        return value
 
     @field_validator("ui_auth", mode="before")
     @classmethod
@@ -218,11 +234,6 @@ class Settings(UiSettings):
     )
 
     # -- cache -----------------------------------------------------------------------------------------------
-    redis_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("REDIS_URL", "VITSCOPE_REDIS_URL", "redis_url"),
-        description="Redis for the cache; unset: an in-process LRU store (the embedded default).",
-    )
     redis_timeout_s: float = Field(
         default=0.25,
         gt=0,
@@ -346,16 +357,6 @@ class Settings(UiSettings):
         value = value.strip().lower()
         if not _DEVICE_RE.match(value):
             raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N, mps")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        if not value.startswith(_REDIS_SCHEMES):
-            raise ValueError(f"REDIS_URL {value!r} must start with one of {', '.join(_REDIS_SCHEMES)}")
         return value
 
     @field_validator("cors_origins")

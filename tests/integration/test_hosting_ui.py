@@ -193,6 +193,39 @@ def test_too_many_wrong_passwords_are_slowed_down(password_ui: Any) -> None:
     assert login(other).status_code == 303  # another address is not affected
 
 
+def test_wrong_passwords_are_counted_in_redis_across_replicas_and_restarts(redis_url: str) -> None:
+    import flask
+
+    from app.auth import install
+
+    def replica() -> Any:
+        server = flask.Flask(f"ui-{id(object())}")
+        install(server, UiAuth("password", PASSWORD, redis_url=redis_url), "/")
+        return server
+
+    address = f"192.0.2.{time.time_ns() % 200 + 1}"  # unique per run: the shared Redis keeps the window
+    first, second = replica(), replica()
+    for i in range(MAX_FAILURES):  # spread over two replicas: each alone saw fewer than the limit
+        assert login(browser_at(first if i % 2 else second, address), "wrong password!").status_code == 401
+    for server in (first, second, replica()):  # both replicas, and one started afterwards
+        r = login(browser_at(server, address))
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    assert login(browser_at(replica(), "198.51.100.7")).status_code == 303  # other addresses unaffected
+
+
+def test_wrong_passwords_are_still_counted_while_redis_is_down() -> None:
+    import flask
+
+    from app.auth import install
+
+    server = flask.Flask("ui-no-redis")
+    install(server, UiAuth("password", PASSWORD, redis_url="redis://127.0.0.1:9/0"), "/")  # nothing listens
+    client = browser_at(server, "192.0.2.250")
+    for _ in range(MAX_FAILURES):
+        assert login(client, "wrong password!").status_code == 401
+    assert login(client).status_code == 429
+
+
 def test_password_mode_under_a_prefix() -> None:
     server = dash_server(auth=UiAuth("password", PASSWORD), requests_pathname_prefix="/vitscope/")
     client = server.test_client()
