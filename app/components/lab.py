@@ -24,6 +24,7 @@ from app.components.images import _add
 from app.context import AppContext
 from app.state import Query, clean_images, clean_models
 
+DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range (backend.perturb)
 KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "Band noise"}
 EMPTY = {"data": [], "layout": {"height": 60}}
 
@@ -45,11 +46,11 @@ def layout() -> html.Section:
             dcc.Graph(id="lab-sim", figure=EMPTY, config={"displaylogo": False}),
             html.H3("Frequency lab"),
             html.P(
-                "Make a perturbed copy of the image (resized to a shorter side of 224 px; frequencies in "
-                "radians per pixel, 0..π): low-pass keeps what is below the frequency, high-pass removes it "
-                "(the mean colour stays), band noise adds ±eps sign noise filtered to a ring of half-width "
-                "0.2 around it (as A8). The copy becomes the shown image, so every panel shows how the "
-                "models respond.",
+                "Make a perturbed copy of the image (resized to the shorter side the shown models read, the "
+                "smallest of them; frequencies in radians per pixel at that size, 0..π): low-pass keeps "
+                "what is below the frequency, high-pass removes it (the mean colour stays), band noise adds "
+                "±eps sign noise filtered to a ring of half-width 0.2 around it (as A8). The copy becomes "
+                "the shown image, so every panel shows how the models respond.",
                 className="hint",
             ),
             html.Div(
@@ -84,11 +85,25 @@ def layout() -> html.Section:
     )
 
 
-def perturb_body(kind: str, freq: float | None, eps: float | None) -> dict[str, Any]:
+def lab_side(meta: dict[str, Any] | None) -> tuple[int, str | None]:
+    """The shorter side to perturb at: the smallest the shown models resize to (so the frequencies are in
+    their input's pixels; a 32 px model would average a 224 px image's high frequencies away), within the
+    API's 16..1024; 224 without models. Also which model that is."""
+    sides = {}
+    for m, shape in ((meta or {}).get("models") or {}).items():
+        side = shape.get("resize") or min(int(v) for v in shape.get("input_size") or [224])
+        sides[m] = int(side)
+    if not sides:
+        return DEFAULT_SIDE, None
+    model = min(sides, key=lambda m: sides[m])
+    return min(max(MIN_SIDE, sides[model]), MAX_SIDE), model
+
+
+def perturb_body(kind: str, freq: float | None, eps: float | None, side: int) -> dict[str, Any]:
     """The ``POST /perturb`` body of the form (the API checks the values and says what is allowed)."""
     if kind == "band_noise":
-        return {"kind": kind, "freq": freq, "eps": eps}
-    return {"kind": kind, "cutoff": freq}
+        return {"kind": kind, "side": side, "freq": freq, "eps": eps}
+    return {"kind": kind, "side": side, "cutoff": freq}
 
 
 def _grids(meta: dict[str, Any], models: list[str]) -> dict[str, tuple[int, int]]:
@@ -232,19 +247,21 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Output("lab-made", "children"),
         Input("lab-make", "n_clicks"),
         State(IMG_STORE, "data"),
+        State(META_STORE, "data"),
         State("lab-kind", "value"),
         State("lab-freq", "value"),
         State("lab-eps", "value"),
         prevent_initial_call=True,
     )
-    def make(n: int | None, store: Any, kind: str, freq: Any, eps: Any) -> Any:
+    def make(n: int | None, store: Any, meta: Any, kind: str, freq: Any, eps: Any) -> Any:
         if not n:
             raise PreventUpdate
         images = clean_images(store)
         source = images["active"]
         if not source:
             return no_update, html.Div("Add an image first.", className="error-text")
-        body = perturb_body(kind, freq, eps)
+        side, reader = lab_side(meta)
+        body = perturb_body(kind, freq, eps, side)
         try:
             record = client.perturb(source, body, client=client_address())
         except ApiError as exc:
@@ -255,6 +272,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             f"eps {body['eps']:g} at {body['freq']:g}" if kind == "band_noise" else f"at {body['cutoff']:g}"
         )
         name = f"{base} · {label} {detail}"
-        size = f"{record['width']}x{record['height']} px"
+        why = f", the shorter side {reader} reads" if reader else ""
+        size = f"{record['width']}x{record['height']} px{why}"
         note = f"Made {name}: {size}, {float(record['clipped']):.1%} of the values clipped to 0..1."
         return _add(images, record, name), html.Div(note)

@@ -6,6 +6,7 @@ attention map picks the patch, and the frequency lab makes the API's perturbed i
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -117,9 +118,14 @@ def test_frequency_lab_makes_and_shows_the_perturbed_image(server: Server, page:
     d.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
     made = wait_for(lambda: made_text(d), "the made note", 120)
+    # perturbed at the shorter side the demo models read (32 px CIFAR models), not at 224 px
+    size = re.search(r": (\d+)x(\d+) px, the shorter side (\S+) reads", made)
+    assert size is not None and size.group(3) in before.models, made
+    side = min(int(size.group(1)), int(size.group(2)))
+    assert side < 224
     want = httpx.post(
         f"{server.api}/images/{source}/perturb",
-        json={"kind": "band_noise", "freq": 2.5, "eps": 0.1},
+        json={"kind": "band_noise", "freq": 2.5, "eps": 0.1, "side": side},
         timeout=60,
     ).json()
     assert f"{want['clipped']:.1%} of the values clipped" in made

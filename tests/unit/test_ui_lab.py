@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.components.curves import clicked_block
-from app.components.lab import clicked_query, perturb_body
+from app.components.lab import clicked_query, lab_side, perturb_body
 from app.state import Query
 
 META = {"models": {"a": {"grid": [8, 8], "layers": 4}, "b": {"grid": [14, 14], "layers": 12}}}
@@ -30,5 +30,20 @@ def test_clicked_query_names_the_patch_of_the_clicked_models_grid() -> None:
 
 
 def test_perturb_body_sends_only_what_the_kind_takes() -> None:
-    assert perturb_body("low_pass", 1.5, 0.2) == {"kind": "low_pass", "cutoff": 1.5}
-    assert perturb_body("band_noise", 2.0, 0.2) == {"kind": "band_noise", "freq": 2.0, "eps": 0.2}
+    assert perturb_body("low_pass", 1.5, 0.2, 32) == {"kind": "low_pass", "side": 32, "cutoff": 1.5}
+    want = {"kind": "band_noise", "side": 224, "freq": 2.0, "eps": 0.2}
+    assert perturb_body("band_noise", 2.0, 0.2, 224) == want
+
+
+def test_lab_side_is_the_smallest_side_the_models_read() -> None:
+    meta = {
+        "models": {
+            "big": {"resize": 256, "input_size": [224, 224]},
+            "cifar": {"resize": None, "input_size": [32, 32]},
+            "tiny": {"resize": 8, "input_size": [8, 8]},
+        }
+    }
+    assert lab_side(meta) == (16, "tiny")  # clamped to the API's 16..1024
+    del meta["models"]["tiny"]
+    assert lab_side(meta) == (32, "cifar")
+    assert lab_side({"models": {}}) == (224, None) and lab_side(None) == (224, None)
