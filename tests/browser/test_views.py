@@ -86,6 +86,10 @@ def test_first_visit_loads_the_demo_preset(server: Server, fresh: Browser) -> No
     assert "texture" in d.find_element(By.ID, "img-strip").text, "the strip names the cue-conflict images"
     assert d.find_element(By.ID, "img-demo").is_displayed()
     assert "images=" in d.current_url and "name=" in d.current_url, "the view is in the address bar"
+    # A ready view, not empty axes: the claims strip has its verdicts (so the curves' numbers are in).
+    wait_for(
+        lambda: d.find_element(By.CSS_SELECTOR, "#crv-claims .claims-tally").text, "the claims", timeout=240
+    )
     for width in (1280, 1920):
         for dark in (False, True):
             d.set_window_size(width, 1000)
