@@ -75,7 +75,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     curves.layout(),
                     spectrum.layout(),
                     tokens.layout(),
-                    lab.layout(),
+                    lab.layout(ctx),
                 ],
                 className="page",
             ),

@@ -22,6 +22,7 @@ from app.auth import client_address
 from app.components.common import IMG_STORE, MDL_STORE, META_STORE, QUERY_STORE, aria, error_list
 from app.components.images import _add
 from app.context import AppContext
+from app.figures.style import base_layout, graph_config
 from app.state import Query, clean_images, clean_models
 
 DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range (backend.perturb)
@@ -29,7 +30,7 @@ KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "
 EMPTY = {"data": [], "layout": {"height": 60}}
 
 
-def layout() -> html.Section:
+def layout(ctx_: AppContext) -> html.Section:
     return html.Section(
         [
             html.Div([html.H2("Patch features", id="lab-heading")], className="panel-head"),
@@ -42,42 +43,52 @@ def layout() -> html.Section:
             dcc.Store(id="lab-query", data=None),
             dcc.Store(id="lab-traces", data=None),
             html.Div(id="lab-msg"),
-            dcc.Graph(id="lab-pca", figure=EMPTY, config={"displaylogo": False}),
-            dcc.Graph(id="lab-sim", figure=EMPTY, config={"displaylogo": False}),
-            html.H3("Frequency lab"),
-            html.P(
-                "Make a perturbed copy of the image (resized to the shorter side the shown models read, the "
-                "smallest of them; frequencies in radians per pixel at that size, 0..π): low-pass keeps "
-                "what is below the frequency, high-pass removes it (the mean colour stays), band noise adds "
-                "±eps sign noise filtered to a ring of half-width 0.2 around it (as A8). The copy becomes "
-                "the shown image, so every panel shows how the models respond.",
-                className="hint",
-            ),
-            html.Div(
+            dcc.Graph(id="lab-pca", figure=EMPTY, config=graph_config("vitscope_patch_features_pca")),
+            dcc.Graph(id="lab-sim", figure=EMPTY, config=graph_config("vitscope_patch_similarity")),
+            html.Div(  # class mode makes no new images: the API would answer 403
                 [
-                    dcc.RadioItems(
-                        id="lab-kind",
-                        options=[{"label": v, "value": k} for k, v in KIND_LABELS.items()],
-                        value="low_pass",
-                        inline=True,
+                    html.H3("Frequency lab"),
+                    html.P(
+                        "Make a perturbed copy of the image (resized to the shorter side the shown models "
+                        "read, the smallest of them; frequencies in radians per pixel at that size, 0..π): "
+                        "low-pass keeps what is below the frequency, high-pass removes it (the mean colour "
+                        "stays), band noise adds ±eps sign noise filtered to a ring of half-width 0.2 around "
+                        "it (as A8). The copy becomes the shown image, so every panel shows how the models "
+                        "respond.",
+                        className="hint",
                     ),
-                    html.Label(
+                    html.Div(
                         [
-                            "Frequency ",
-                            dcc.Input(id="lab-freq", type="number", value=1.0, min=0, max=3.14159, step=0.05),
-                        ]
+                            dcc.RadioItems(
+                                id="lab-kind",
+                                options=[{"label": v, "value": k} for k, v in KIND_LABELS.items()],
+                                value="low_pass",
+                                inline=True,
+                            ),
+                            html.Label(
+                                [
+                                    "Frequency ",
+                                    dcc.Input(
+                                        id="lab-freq", type="number", value=1.0, min=0, max=3.14159, step=0.05
+                                    ),
+                                ]
+                            ),
+                            html.Label(
+                                [
+                                    "eps ",
+                                    dcc.Input(
+                                        id="lab-eps", type="number", value=0.1, min=0.01, max=1, step=0.01
+                                    ),
+                                ]
+                            ),
+                            html.Button("Make the perturbed image", id="lab-make", n_clicks=0),
+                        ],
+                        className="lab-form",
                     ),
-                    html.Label(
-                        [
-                            "eps ",
-                            dcc.Input(id="lab-eps", type="number", value=0.1, min=0.01, max=1, step=0.01),
-                        ]
-                    ),
-                    html.Button("Make the perturbed image", id="lab-make", n_clicks=0),
+                    html.Div(id="lab-made", role="status", **aria(live="polite")),
                 ],
-                className="lab-form",
+                hidden=ctx_.class_mode,
             ),
-            html.Div(id="lab-made", role="status", **aria(live="polite")),
         ],
         className="panel",
         id="lab-panel",
@@ -174,8 +185,8 @@ def figures(
                 )  # fmt: skip
         for fig in (pca_fig, sim_fig):
             fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
-    pca_fig.update_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10})
-    sim_fig.update_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10})
+    for fig in (pca_fig, sim_fig):  # the page's fonts and transparent paper (the dark theme shows through)
+        fig.update_layout(**base_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10}))
     if query.is_cls:
         sim_fig = EMPTY
     return pca_fig, sim_fig, errors, owners

@@ -278,6 +278,27 @@ def test_class_mode_layout_has_no_upload_control() -> None:
     assert len(gallery) >= 4, "the gallery stays"
 
 
+def _hidden_above(node: Any, target: str, hidden: bool = False) -> bool | None:
+    """Whether the component with id ``target`` sits under a ``hidden`` one; None when it is not there."""
+    if isinstance(node, list):
+        found = [_hidden_above(n, target, hidden) for n in node]
+        return next((f for f in found if f is not None), None)
+    if not isinstance(node, dict):
+        return None
+    props = node.get("props", {})
+    hidden = hidden or bool(props.get("hidden"))
+    if props.get("id") == target:
+        return hidden
+    return _hidden_above(list(props.values()), target, hidden)
+
+
+def test_class_mode_hides_the_frequency_lab() -> None:
+    """The lab makes new images (POST /perturb answers 403 in class mode): its form is not offered there."""
+    assert _hidden_above(dash_server().test_client().get("/_dash-layout").get_json(), "lab-make") is False
+    class_layout = dash_server(class_mode=True).test_client().get("/_dash-layout").get_json()
+    assert _hidden_above(class_layout, "lab-make") is True
+
+
 def test_class_mode_upload_route_refuses() -> None:
     client = dash_server(class_mode=True).test_client()
     r = client.post("/_vitscope/upload", data={"file": (b"\x89PNG...", "a.png")})
