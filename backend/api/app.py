@@ -76,22 +76,24 @@ def build_service(
 
 
 def client_ledgers(settings: Settings) -> dict[str, UploadLedger]:
-    """The per-client hourly caps by route: uploads (count and bytes) and set creations (count); in Redis
-    when one is configured (shared by replicas, kept on restart)."""
+    """The per-client hourly caps by route pattern: new images (uploads and perturbed copies: count, and the
+    bytes each request sends) and set creations (count); in Redis when one is configured (shared by replicas,
+    kept on restart)."""
     caps = {
-        f"{API_PREFIX}/images": (settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour,
-                                 "uploads", "VITSCOPE_CLIENT_UPLOADS_PER_HOUR"),
+        f"{API_PREFIX}/images(/[0-9a-f]{{64}}/perturb)?": (
+            settings.client_uploads_per_hour, settings.client_upload_bytes_per_hour,
+            "uploads", "VITSCOPE_CLIENT_UPLOADS_PER_HOUR"),
         f"{API_PREFIX}/sets": (settings.client_sets_per_hour, 0, "sets", "VITSCOPE_CLIENT_SETS_PER_HOUR"),
     }  # fmt: skip
     ledgers: dict[str, UploadLedger] = {}
-    for path, (count, nbytes, what, setting) in caps.items():
+    for pattern, (count, nbytes, what, setting) in caps.items():
         if settings.redis_url and (count or nbytes):
-            ledgers[path] = RedisUploadLedger(
+            ledgers[pattern] = RedisUploadLedger(
                 settings.redis_url, count, nbytes, timeout=settings.redis_timeout_s,
                 prefix=f"vitscope:{what}:", what=what, setting=setting,
             )  # fmt: skip
         else:
-            ledgers[path] = UploadLedger(count, nbytes, what=what, setting=setting)
+            ledgers[pattern] = UploadLedger(count, nbytes, what=what, setting=setting)
     return ledgers
 
 
@@ -168,9 +170,11 @@ def create_app(
     if settings.hot_cache_bytes > 0:
         app.add_middleware(FastLane, service=service)
     trusted = TrustedProxies(settings.trusted_proxies)
-    for path, ledger in ledgers.items():
+    for pattern, ledger in ledgers.items():
         if ledger.enabled:
-            app.add_middleware(UploadCaps, path=path, ledger=ledger, trusted=trusted, token=settings.token)
+            app.add_middleware(
+                UploadCaps, pattern=pattern, ledger=ledger, trusted=trusted, token=settings.token
+            )
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)
     if settings.cors_origins:

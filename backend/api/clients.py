@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import re
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -330,23 +331,24 @@ class RedisUploadLedger(UploadLedger):
 
 
 class UploadCaps:
-    """Pure ASGI middleware: 429 + ``Retry-After`` when a client passes its hourly caps on ``POST path``.
+    """Pure ASGI middleware: 429 + ``Retry-After`` when a client passes its hourly caps on ``POST`` to a path
+    that ``pattern`` matches in full.
 
-    Each ``POST`` to the path (``/api/v1/images``, ``/api/v1/sets``) that gets through counts once, with
-    the bytes of its body as they arrive (a declared ``Content-Length`` is checked first, before one byte is
-    read).
+    Each ``POST`` to such a path (``/api/v1/images`` and ``/api/v1/images/{id}/perturb``, ``/api/v1/sets``)
+    that gets through counts once, with the bytes of its body as they arrive (a declared ``Content-Length``
+    is checked first, before one byte is read).
     """
 
     def __init__(
         self,
         app: ASGIApp,
-        path: str,
+        pattern: str,
         ledger: UploadLedger,
         trusted: TrustedProxies,
         token: str | None = None,
     ) -> None:
         self.app = app
-        self.path = path
+        self.pattern = re.compile(pattern)
         self.ledger = ledger
         self.trusted = trusted
         self._bearer = f"Bearer {token}".encode() if token else None
@@ -355,7 +357,7 @@ class UploadCaps:
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
-            or scope["path"].rstrip("/") != self.path
+            or not self.pattern.fullmatch(scope["path"].rstrip("/"))
             or not self.ledger.enabled
         ):
             await self.app(scope, receive, send)

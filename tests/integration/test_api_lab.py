@@ -91,3 +91,19 @@ async def test_perturb_respects_the_upload_limit(models_env: Path, tmp_path: Pat
         r = await api.client.post(f"/api/v1/images/{source}/perturb", json={"kind": "band_noise", "freq": 3})
         assert r.status_code == 413 and "at most" in r.text
         assert len(api.service.images.folder) == 1
+
+
+async def test_perturbed_copies_count_as_uploads_in_the_per_client_cap(
+    models_env: Path, tmp_path: Path
+) -> None:
+    """A perturbed copy is a new stored image: it counts in the same hourly cap as an upload (else one
+    upload would let a client make images without bound, one seed at a time)."""
+    async with running(settings_for(tmp_path, client_uploads_per_hour=2)) as capped:
+        source = await capped.upload_ok(png_bytes(4, size=(64, 64)))
+        body: dict[str, Any] = {"kind": "band_noise", "freq": 2.0, "eps": 0.2, "side": 32}
+        first = await capped.client.post(f"/api/v1/images/{source}/perturb", json={**body, "seed": 1})
+        assert first.status_code == 201, first.text
+        second = await capped.client.post(f"/api/v1/images/{source}/perturb", json={**body, "seed": 2})
+        assert second.status_code == 429, second.text
+        assert second.json()["error"]["code"] == "too_many_uploads"
+        assert int(second.headers["Retry-After"]) > 0
