@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 # Bumped whenever an analysis changes its numbers: part of every cache key.
-# 2: odd-grid delta bins as the paper's code, relative distance, the analyses beyond the paper, own preprocessing.
+# 2: odd-grid delta bins as the paper's code, relative distance, the analyses beyond the paper, and each
+# model's own preprocessing.
 ANALYSIS_VERSION = "2"
