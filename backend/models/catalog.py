@@ -122,8 +122,15 @@ _AIMV2 = (
     "Fini et al. Multimodal Autoregressive Pre-training of Large Vision Encoders. CVPR 2025 "
     "(arXiv:2411.14402)"
 )
-PAPERS = {"mocov3": _MOCOV3, "dino": _DINO, "mae": _MAE, "simmim": _SIMMIM, "ibot": _IBOT, "ijepa": _IJEPA,
-          "timm": ""}
+PAPERS = {
+    "mocov3": _MOCOV3,
+    "dino": _DINO,
+    "mae": _MAE,
+    "simmim": _SIMMIM,
+    "ibot": _IBOT,
+    "ijepa": _IJEPA,
+    "timm": "",
+}
 
 _MOCO_URL = "https://dl.fbaipublicfiles.com/moco-v3/vit-{s}-300ep/vit-{s}-300ep.pth.tar"
 _IBOT_URL = (
@@ -152,91 +159,265 @@ _IJEPA_URL = "https://dl.fbaipublicfiles.com/ijepa/IN1K-vit.h.14-300e.pth.tar"
 DINOV3_LICENSE = "dinov3-license (ai.meta.com/resources/models-and-libraries/dinov3-license)"
 
 
-def _timm(model_id: str, family: str, paper: str, arch: str, license: str, description: str, size_mb: float,
-          arch_kwargs: dict[str, Any] | None = None) -> ModelSpec:
+def _timm(
+    model_id: str,
+    family: str,
+    paper: str,
+    arch: str,
+    license: str,
+    description: str,
+    size_mb: float,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> ModelSpec:
     hub_repo = f"timm/{arch}"
-    return ModelSpec(model_id, family, paper, arch, arch_kwargs or {}, "timm", hub_repo, "timm", license,
-                     description, size_mb=size_mb)
+    return ModelSpec(
+        model_id,
+        family,
+        paper,
+        arch,
+        arch_kwargs or {},
+        "timm",
+        hub_repo,
+        "timm",
+        license,
+        description,
+        size_mb=size_mb,
+    )
 
 
-def _release(model_id: str, family: str, paper: str, arch: str, arch_kwargs: dict[str, Any], url: str,
-             converter: str, license: str, description: str, size_mb: float) -> ModelSpec:
-    return ModelSpec(model_id, family, paper, arch, arch_kwargs, "url", url, converter, license, description,
-                     size_mb=size_mb)
+def _release(
+    model_id: str,
+    family: str,
+    paper: str,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    url: str,
+    converter: str,
+    license: str,
+    description: str,
+    size_mb: float,
+) -> ModelSpec:
+    return ModelSpec(
+        model_id,
+        family,
+        paper,
+        arch,
+        arch_kwargs,
+        "url",
+        url,
+        converter,
+        license,
+        description,
+        size_mb=size_mb,
+    )
 
 
 _BUILTIN: tuple[ModelSpec, ...] = (
-    _release("mocov3-vit-s16", "cl", _MOCOV3, "vit_small_patch16_224", {"num_heads": 12, **IN_NORM},
-             _MOCO_URL.format(s="s"), "mocov3", "cc-by-nc-4.0",
-             "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder; 12 heads (head dim 32), frozen random patch "
-             "embed.", _MB_MOCO_S),
-    _release("mocov3-vit-b16", "cl", _MOCOV3, "vit_base_patch16_224", dict(IN_NORM), _MOCO_URL.format(s="b"),
-             "mocov3", "cc-by-nc-4.0", "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's "
-             "CL model.", _MB_MOCO_B),
-    _timm("dino-vit-s16", "cl", _DINO, "vit_small_patch16_224.dino", "apache-2.0",
-          "DINO ViT-S/16 teacher backbone, IN-1k.", _MB_S),
-    _timm("dino-vit-b16", "cl", _DINO, "vit_base_patch16_224.dino", "apache-2.0",
-          "DINO ViT-B/16 teacher backbone, IN-1k.", _MB_B),
-    _timm("mae-vit-b16", "mim", _MAE, "vit_base_patch16_224.mae", "cc-by-nc-4.0 (non-commercial)",
-          "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k.", _MB_B),
-    ModelSpec("simmim-vit-b16", "mim", _SIMMIM, "beit_base_patch16_224", {**SIMMIM_BEIT_KWARGS, **IN_NORM},
-              "manual", _SIMMIM_PAGE, "simmim", "mit",
-              f"SimMIM ViT-B/16, 800 ep IN-1k (the paper's MIM model), as timm Beit with one shared relative "
-              f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it.",
-              size_mb=_MB_SIMMIM),
-    _timm("dinov2-vit-s14", "hybrid", _DINOV2, "vit_small_patch14_dinov2.lvd142m", "apache-2.0",
-          "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16).",
-          _MB_DINOV2_S, _DINOV2_224),
-    _timm("dinov2-vit-s14-reg4", "hybrid", f"{_DINOV2}; {_REG}", "vit_small_patch14_reg4_dinov2.lvd142m",
-          "apache-2.0", "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px.",
-          _MB_DINOV2_S, _DINOV2_224),
-    _release("ibot-vit-s16", "hybrid", _IBOT, "vit_small_patch16_224", dict(IN_NORM),
-             _IBOT_URL.format(d="vits_16"), "ibot", "apache-2.0", "iBOT ViT-S/16 teacher backbone, IN-1k.",
-             _MB_S),
-    _release("ibot-vit-b16", "hybrid", _IBOT, "vit_base_patch16_224", dict(IN_NORM),
-             _IBOT_URL.format(d="vitb_16"), "ibot", "apache-2.0",
-             "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16.",
-             _MB_B),
-    _timm("deit-vit-s16", "supervised", _DEIT, "deit_small_patch16_224.fb_in1k", "apache-2.0",
-          "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed.", _MB_S_HEAD),
-    _timm("deit-vit-b16", "supervised", _DEIT, "deit_base_patch16_224.fb_in1k", "apache-2.0",
-          "DeiT-B/16 supervised on IN-1k, head removed.", _MB_B_HEAD),
+    _release(
+        "mocov3-vit-s16",
+        "cl",
+        _MOCOV3,
+        "vit_small_patch16_224",
+        {"num_heads": 12, **IN_NORM},
+        _MOCO_URL.format(s="s"),
+        "mocov3",
+        "cc-by-nc-4.0",
+        "MoCo v3 ViT-S/16, 300 ep IN-1k, base encoder; 12 heads (head dim 32), frozen random patch embed.",
+        _MB_MOCO_S,
+    ),
+    _release(
+        "mocov3-vit-b16",
+        "cl",
+        _MOCOV3,
+        "vit_base_patch16_224",
+        dict(IN_NORM),
+        _MOCO_URL.format(s="b"),
+        "mocov3",
+        "cc-by-nc-4.0",
+        "MoCo v3 ViT-B/16, 300 ep IN-1k, base (online) encoder; the paper's CL model.",
+        _MB_MOCO_B,
+    ),
+    _timm(
+        "dino-vit-s16",
+        "cl",
+        _DINO,
+        "vit_small_patch16_224.dino",
+        "apache-2.0",
+        "DINO ViT-S/16 teacher backbone, IN-1k.",
+        _MB_S,
+    ),
+    _timm(
+        "dino-vit-b16",
+        "cl",
+        _DINO,
+        "vit_base_patch16_224.dino",
+        "apache-2.0",
+        "DINO ViT-B/16 teacher backbone, IN-1k.",
+        _MB_B,
+    ),
+    _timm(
+        "mae-vit-b16",
+        "mim",
+        _MAE,
+        "vit_base_patch16_224.mae",
+        "cc-by-nc-4.0 (non-commercial)",
+        "MAE ViT-B/16 encoder (pretrain only, norm-pix loss), IN-1k.",
+        _MB_B,
+    ),
+    ModelSpec(
+        "simmim-vit-b16",
+        "mim",
+        _SIMMIM,
+        "beit_base_patch16_224",
+        {**SIMMIM_BEIT_KWARGS, **IN_NORM},
+        "manual",
+        _SIMMIM_PAGE,
+        "simmim",
+        "mit",
+        f"SimMIM ViT-B/16, 800 ep IN-1k (the paper's MIM model), as timm Beit with one shared relative "
+        f"position bias. Google Drive only: download {SIMMIM_FILE} by hand and import it.",
+        size_mb=_MB_SIMMIM,
+    ),
+    _timm(
+        "dinov2-vit-s14",
+        "hybrid",
+        _DINOV2,
+        "vit_small_patch14_dinov2.lvd142m",
+        "apache-2.0",
+        "DINOv2 ViT-S/14 (DINO + iBOT losses, LVD-142M, distilled from ViT-g), run at 224 px (16x16).",
+        _MB_DINOV2_S,
+        _DINOV2_224,
+    ),
+    _timm(
+        "dinov2-vit-s14-reg4",
+        "hybrid",
+        f"{_DINOV2}; {_REG}",
+        "vit_small_patch14_reg4_dinov2.lvd142m",
+        "apache-2.0",
+        "DINOv2 ViT-S/14 with 4 register tokens (5 prefix tokens), run at 224 px.",
+        _MB_DINOV2_S,
+        _DINOV2_224,
+    ),
+    _release(
+        "ibot-vit-s16",
+        "hybrid",
+        _IBOT,
+        "vit_small_patch16_224",
+        dict(IN_NORM),
+        _IBOT_URL.format(d="vits_16"),
+        "ibot",
+        "apache-2.0",
+        "iBOT ViT-S/16 teacher backbone, IN-1k.",
+        _MB_S,
+    ),
+    _release(
+        "ibot-vit-b16",
+        "hybrid",
+        _IBOT,
+        "vit_base_patch16_224",
+        dict(IN_NORM),
+        _IBOT_URL.format(d="vitb_16"),
+        "ibot",
+        "apache-2.0",
+        "iBOT ViT-B/16 teacher backbone, IN-1k: CL (DINO loss) + MIM (masked-token loss) at /16.",
+        _MB_B,
+    ),
+    _timm(
+        "deit-vit-s16",
+        "supervised",
+        _DEIT,
+        "deit_small_patch16_224.fb_in1k",
+        "apache-2.0",
+        "DeiT-S/16 supervised on IN-1k (same architecture as DINO ViT-S), head removed.",
+        _MB_S_HEAD,
+    ),
+    _timm(
+        "deit-vit-b16",
+        "supervised",
+        _DEIT,
+        "deit_base_patch16_224.fb_in1k",
+        "apache-2.0",
+        "DeiT-B/16 supervised on IN-1k, head removed.",
+        _MB_B_HEAD,
+    ),
     *(
-        _timm(f"dinov3-vit-{s}16", "hybrid", _DINOV3, f"vit_{size}_patch16_dinov3.lvd1689m", DINOV3_LICENSE,
-              f"DINOv3 ViT-{s.upper()}/16 (DINO + iBOT + KoLeo losses, Gram anchoring, LVD-1689M, distilled "
-              "from ViT-7B): RoPE (no absolute position embedding), CLS + 4 registers, 256 px (16x16).",
-              _MB_DINOV3[s])
+        _timm(
+            f"dinov3-vit-{s}16",
+            "hybrid",
+            _DINOV3,
+            f"vit_{size}_patch16_dinov3.lvd1689m",
+            DINOV3_LICENSE,
+            f"DINOv3 ViT-{s.upper()}/16 (DINO + iBOT + KoLeo losses, Gram anchoring, LVD-1689M, distilled "
+            "from ViT-7B): RoPE (no absolute position embedding), CLS + 4 registers, 256 px (16x16).",
+            _MB_DINOV3[s],
+        )
         for s, size in (("s", "small"), ("b", "base"), ("l", "large"))
     ),
-    _release("ijepa-vit-h14", "mim", _IJEPA, "vit_huge_patch14_gap_224.in1k_ijepa", {}, _IJEPA_URL, "ijepa",
-             "cc-by-nc-4.0 (non-commercial)",
-             "I-JEPA ViT-H/14, 300 ep IN-1k, target encoder: predicts the representations of masked blocks "
-             "from a context block (masked prediction in feature space, no pixels). No CLS token (avg pool): "
-             "query a patch or use the mean.", _MB_IJEPA_H),
+    _release(
+        "ijepa-vit-h14",
+        "mim",
+        _IJEPA,
+        "vit_huge_patch14_gap_224.in1k_ijepa",
+        {},
+        _IJEPA_URL,
+        "ijepa",
+        "cc-by-nc-4.0 (non-commercial)",
+        "I-JEPA ViT-H/14, 300 ep IN-1k, target encoder: predicts the representations of masked blocks "
+        "from a context block (masked prediction in feature space, no pixels). No CLS token (avg pool): "
+        "query a patch or use the mean.",
+        _MB_IJEPA_H,
+    ),
     *(
-        _timm(f"eva02-vit-{s}14-mim", "mim", _EVA02, f"eva02_{size}_patch14_224.mim_in22k", "mit",
-              f"EVA-02 ViT-{s.upper()}/14 MIM pretrain on IN-22k: masked tokens regress the features of an "
-              "EVA-CLIP teacher (MIM with a language-supervised target); RoPE + absolute position embedding.",
-              _MB_EVA02[s])
+        _timm(
+            f"eva02-vit-{s}14-mim",
+            "mim",
+            _EVA02,
+            f"eva02_{size}_patch14_224.mim_in22k",
+            "mit",
+            f"EVA-02 ViT-{s.upper()}/14 MIM pretrain on IN-22k: masked tokens regress the features of an "
+            "EVA-CLIP teacher (MIM with a language-supervised target); RoPE + absolute position embedding.",
+            _MB_EVA02[s],
+        )
         for s, size in (("t", "tiny"), ("s", "small"), ("b", "base"))
     ),
-    _timm("aimv2-vit-l14", "autoregressive", _AIMV2, "aimv2_large_patch14_224.apple_pt", "apple-ascl",
-          "AIMv2 ViT-L/14: a causal multimodal decoder predicts the next image patches (pixels) and "
-          "caption tokens from this encoder's prefix-attention features. No CLS token: query a patch or use "
-          "the mean.",
-          _MB_AIMV2_L),
-    ModelSpec("random-vit-s16", "baseline", _PARK, "vit_small_patch16_224", dict(IN_NORM), "random", "seed=0",
-              "timm", "n/a (random initialisation, no weights)",
-              "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.",
-              untrained=True),
+    _timm(
+        "aimv2-vit-l14",
+        "autoregressive",
+        _AIMV2,
+        "aimv2_large_patch14_224.apple_pt",
+        "apple-ascl",
+        "AIMv2 ViT-L/14: a causal multimodal decoder predicts the next image patches (pixels) and "
+        "caption tokens from this encoder's prefix-attention features. No CLS token: query a patch or use "
+        "the mean.",
+        _MB_AIMV2_L,
+    ),
+    ModelSpec(
+        "random-vit-s16",
+        "baseline",
+        _PARK,
+        "vit_small_patch16_224",
+        dict(IN_NORM),
+        "random",
+        "seed=0",
+        "timm",
+        "n/a (random initialisation, no weights)",
+        "Untrained: ViT-S/16 with timm's random init (seed 0); the no-learning baseline.",
+        untrained=True,
+    ),
 )
 BUILTIN: dict[str, ModelSpec] = {s.id: s for s in _BUILTIN}
 
 # `vitscope models pull --preset NAME`: named sets of catalogue ids, fetched in this order.
 PRESETS: dict[str, tuple[str, ...]] = {
     # The paper's ViT-B/16 set: CL (MoCo v3, DINO), MIM (SimMIM, MAE), hybrid (iBOT), supervised (DeiT).
-    "paper": ("mocov3-vit-b16", "simmim-vit-b16", "mae-vit-b16", "dino-vit-b16", "ibot-vit-b16",
-              "deit-vit-b16"),
+    "paper": (
+        "mocov3-vit-b16",
+        "simmim-vit-b16",
+        "mae-vit-b16",
+        "dino-vit-b16",
+        "ibot-vit-b16",
+        "deit-vit-b16",
+    ),
     # Small and quick, all timm downloads: CL (DINO ViT-S), hybrid (DINOv2 ViT-S), supervised (DeiT-S).
     "small": ("dino-vit-s16", "dinov2-vit-s14", "deit-vit-s16"),
     # Beyond the paper: DINOv3 (hybrid, RoPE + registers), I-JEPA and EVA-02 (MIM in feature space), AIMv2
@@ -375,9 +556,17 @@ def _timm_spec(name: str) -> ModelSpec | None:
     else:
         source, location, untrained = "random", "seed=0", True
     return ModelSpec(
-        id=name, family=family, paper=", ".join(map(str, papers)), arch=arch, arch_kwargs={}, source=source,
-        location=location, converter="timm", license=str(cfg.license or "see the timm model card"),
-        description=f"timm {arch}: {note}", untrained=untrained,
+        id=name,
+        family=family,
+        paper=", ".join(map(str, papers)),
+        arch=arch,
+        arch_kwargs={},
+        source=source,
+        location=location,
+        converter="timm",
+        license=str(cfg.license or "see the timm model card"),
+        description=f"timm {arch}: {note}",
+        untrained=untrained,
     )
 
 

@@ -108,8 +108,9 @@ def _about(items: Sequence[PlanItem]) -> str:
 def plan_table(items: Sequence[PlanItem]) -> list[str]:
     """The plan as an aligned table, one row per model, with the size estimate of each file."""
     rows = [("ID", "FAMILY", "SOURCE", "SIZE (EST.)", "STATUS", "FROM / AT")]
-    rows += [(i.spec.id, i.spec.family, i.spec.source, format_mb(i.size_mb), i.action, i.where)
-             for i in items]
+    rows += [
+        (i.spec.id, i.spec.family, i.spec.source, format_mb(i.size_mb), i.action, i.where) for i in items
+    ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     lines = []
     for row in rows:
@@ -142,8 +143,10 @@ def manual_instructions(item: PlanItem) -> list[str]:
 
 
 def missing_instructions(item: PlanItem) -> str:
-    return (f"{item.spec.id}: weights file {item.where} is missing and has no download source; restore it or "
-            "register the model again with `vitscope models import`")
+    return (
+        f"{item.spec.id}: weights file {item.where} is missing and has no download source; restore it or "
+        "register the model again with `vitscope models import`"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -213,8 +216,9 @@ def check_can_download(items: Sequence[PlanItem]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- downloads
-def download(items: Sequence[PlanItem], *, progress: bool = True,
-             echo: Callable[[str], None] = print) -> list[str]:
+def download(
+    items: Sequence[PlanItem], *, progress: bool = True, echo: Callable[[str], None] = print
+) -> list[str]:
     """Download every DOWNLOAD item in order (the sha256 of each file is recorded as it lands); a failure is
     reported and the others go on. Returns the failure messages."""
     downloads = to_download(items)

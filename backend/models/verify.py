@@ -55,8 +55,10 @@ class Verdict:
             wrong = "; ".join(f"expected {r.digest} ({r.source})" for r in self.mismatches)
             return f"{wrong}, got {self.digest}  {self.path}"
         if self.status == NO_RECORD:
-            return (f"sha256 {self.digest}, no recorded digest to compare with (pull or import it again to "
-                    f"record one)  {self.path}")
+            return (
+                f"sha256 {self.digest}, no recorded digest to compare with (pull or import it again to "
+                f"record one)  {self.path}"
+            )
         return self.note
 
 
@@ -69,8 +71,11 @@ def _sidecar_record(path: Path) -> Record | None:
         return Record(recorded, f"recorded at {info.get('by', '?')} {info.get('at', '')}".rstrip())
     stat = path.stat()
     cached = sidecar.get("sha256")
-    if isinstance(cached, str) and sidecar.get("size") == stat.st_size and \
-            sidecar.get("mtime_ns") == stat.st_mtime_ns:
+    if (
+        isinstance(cached, str)
+        and sidecar.get("size") == stat.st_size
+        and sidecar.get("mtime_ns") == stat.st_mtime_ns
+    ):
         return Record(cached, "digest cached when first loaded")
     return None  # none, or a cache entry for an older version of the file
 

@@ -71,7 +71,8 @@ def release_file(spec: ModelSpec) -> Path:
         return releases_dir() / SIMMIM_FILE
     url_path = PurePosixPath(urlparse(spec.location).path)
     shared = any(
-        other.source == "url" and other.location != spec.location
+        other.source == "url"
+        and other.location != spec.location
         and PurePosixPath(urlparse(other.location).path).name == url_path.name
         for other in BUILTIN.values()
     )
@@ -214,8 +215,13 @@ def file_digest(path: Path) -> str:
     digest = sha256_of(path)
     recorded = recorded_digest(data)
     if recorded is not None and recorded != digest:
-        log.warning("weights file %s changed since its digest was recorded (sha256 %s, now %s); "
-                    "check it with `vitscope models verify`", path, recorded, digest)
+        log.warning(
+            "weights file %s changed since its digest was recorded (sha256 %s, now %s); "
+            "check it with `vitscope models verify`",
+            path,
+            recorded,
+            digest,
+        )
     with contextlib.suppress(OSError):  # read-only cache: recompute next time
         _write_sidecar(path, {**data, "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return digest
@@ -228,8 +234,9 @@ def record_digest(path: Path, by: str) -> str:
     at = datetime.now(UTC).isoformat(timespec="seconds")
     recorded = {"sha256": digest, "size": stat.st_size, "by": by, "at": at}
     try:
-        _write_sidecar(path, {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                              "recorded": recorded})
+        _write_sidecar(
+            path, {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "recorded": recorded}
+        )
     except OSError as exc:
         log.warning("could not record the sha256 of %s: %s", path, exc)
     return digest
@@ -278,8 +285,11 @@ def _record_pulled(spec: ModelSpec, path: Path) -> None:
     if blob is not None and blob != digest:
         for leftover in (path.resolve(), path, _digest_sidecar(path)):
             leftover.unlink(missing_ok=True)
-        raise unavailable(spec, f"the downloaded file was corrupt (sha256 {digest}, its hub blob name says "
-                                f"{blob}) and was deleted; pull again")
+        raise unavailable(
+            spec,
+            f"the downloaded file was corrupt (sha256 {digest}, its hub blob name says "
+            f"{blob}) and was deleted; pull again",
+        )
 
 
 def _pull_hub(spec: ModelSpec, progress: bool) -> Path:

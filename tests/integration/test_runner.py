@@ -161,10 +161,7 @@ async def test_cuda_runner_matches_cpu(models_env: Path) -> None:
         try:
             info = await runner.with_model(TINY, model_info_of)
             return await asyncio.gather(
-                *(
-                    runner.submit(TINY, picture(i), lambda _l, t, j: build_bundles(info, t)[j])
-                    for i in (0, 1)
-                )
+                *(runner.submit(TINY, picture(i), lambda _l, t, j: build_bundles(info, t)[j]) for i in (0, 1))
             )
         finally:
             await runner.stop()

@@ -38,8 +38,18 @@ from backend.models.loading import build_model
 VIT = "vit_small_patch16_224"
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 CATALOGUE_IDS = (
-    "mocov3-vit-b16", "mocov3-vit-s16", "dino-vit-s16", "dino-vit-b16", "mae-vit-b16", "simmim-vit-b16",
-    "dinov2-vit-s14", "dinov2-vit-s14-reg4", "ibot-vit-b16", "deit-vit-b16", "deit-vit-s16", "random-vit-s16",
+    "mocov3-vit-b16",
+    "mocov3-vit-s16",
+    "dino-vit-s16",
+    "dino-vit-b16",
+    "mae-vit-b16",
+    "simmim-vit-b16",
+    "dinov2-vit-s14",
+    "dinov2-vit-s14-reg4",
+    "ibot-vit-b16",
+    "deit-vit-b16",
+    "deit-vit-s16",
+    "random-vit-s16",
 )
 
 
@@ -75,7 +85,11 @@ def test_catalogue_ids_families_and_notes() -> None:
     assert specs["dinov2-vit-s14"].arch_kwargs["pretrained_cfg_overlay"]["input_size"] == (3, 224, 224)
     assert specs["mae-vit-b16"].license.startswith("cc-by-nc-4.0")
     assert [specs[i].family for i in ("mocov3-vit-b16", "mae-vit-b16", "ibot-vit-b16", "deit-vit-s16")] == [
-        "cl", "mim", "hybrid", "supervised"]
+        "cl",
+        "mim",
+        "hybrid",
+        "supervised",
+    ]
     random = specs["random-vit-s16"]
     assert random.untrained and random.family == "baseline" and "untrained" in random.description.lower()
     assert [s.id for s in list_specs() if weights_available(s)] == ["random-vit-s16"]
@@ -194,10 +208,12 @@ def test_import_under_a_catalogue_id_makes_it_available(tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match="family"):
         import_checkpoint(tmp_path / "checkpoint_teacher.pth", "ibot", VIT, "ibot-vit-s16", "cl")
     with pytest.raises(BadRequest, match="vit_small_patch16_224"):
-        import_checkpoint(tmp_path / "checkpoint_teacher.pth", "ibot", "vit_base_patch16_224", "ibot-vit-s16",
-                          "hybrid")
-    spec = import_checkpoint(tmp_path / "checkpoint_teacher.pth", "ibot", VIT, "ibot-vit-s16", "hybrid",
-                             arch_kwargs=TINY)
+        import_checkpoint(
+            tmp_path / "checkpoint_teacher.pth", "ibot", "vit_base_patch16_224", "ibot-vit-s16", "hybrid"
+        )
+    spec = import_checkpoint(
+        tmp_path / "checkpoint_teacher.pth", "ibot", VIT, "ibot-vit-s16", "hybrid", arch_kwargs=TINY
+    )
     assert spec.id == "ibot-vit-s16" and spec.source == "url" and spec.card is not None
     assert weights_available(spec)
     assert [s.id for s in list_specs()].count("ibot-vit-s16") == 1
@@ -210,8 +226,17 @@ def test_release_file_in_the_cache_is_converted_at_load(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A url-source model whose original file sits in models_cache/releases (as `pull` leaves it)."""
-    spec = ModelSpec("tiny-ibot", "hybrid", "iBOT", VIT, dict(TINY), "url",
-                     "https://example.invalid/ibot/tiny_teacher.pth", "ibot", "apache-2.0")
+    spec = ModelSpec(
+        "tiny-ibot",
+        "hybrid",
+        "iBOT",
+        VIT,
+        dict(TINY),
+        "url",
+        "https://example.invalid/ibot/tiny_teacher.pth",
+        "ibot",
+        "apache-2.0",
+    )
     monkeypatch.setitem(catalog.BUILTIN, spec.id, spec)
     assert not weights_available(spec)
     enc = tiny_weights(3)
@@ -241,9 +266,18 @@ def test_weights_digest_is_cached_next_to_the_file(tmp_path: Path) -> None:
 def write_demo(folder: Path, model_id: str, weights: dict[str, Tensor]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(folder / f"{model_id}.safetensors"))
-    card = {"id": model_id, "family": "hybrid", "arch": VIT, "arch_kwargs": TINY, "paper": "Park et al. 2023",
-            "license": "apache-2.0", "description": "tiny demo", "weights": f"{model_id}.safetensors",
-            "training": {"epochs": 1, "lambda": 0.5}, "probes": {"linear": 0.3}}
+    card = {
+        "id": model_id,
+        "family": "hybrid",
+        "arch": VIT,
+        "arch_kwargs": TINY,
+        "paper": "Park et al. 2023",
+        "license": "apache-2.0",
+        "description": "tiny demo",
+        "weights": f"{model_id}.safetensors",
+        "training": {"epochs": 1, "lambda": 0.5},
+        "probes": {"linear": 0.3},
+    }
     (folder / f"{model_id}.json").write_text(json.dumps(card))
 
 
@@ -277,8 +311,9 @@ def test_register_trained(tmp_path: Path) -> None:
         tmp_path / "out.safetensors", VIT, TINY, "trained-b", "mim", card, dest=elsewhere
     )
     assert Path(spec_b.location) == elsewhere / "trained-b.safetensors"
-    spec_demo = register_trained(tmp_path / "out.safetensors", VIT, TINY, "trained-demo", "cl", card,
-                                 dest=tmp_path / "demo")
+    spec_demo = register_trained(
+        tmp_path / "out.safetensors", VIT, TINY, "trained-demo", "cl", card, dest=tmp_path / "demo"
+    )
     listed = {s.id: s for s in list_specs()}
     assert {"trained-a", "trained-b", "trained-demo"} <= set(listed)
     assert listed["trained-b"].card is not None and listed["trained-b"].card["probes"] == {"knn": 0.2}
@@ -304,8 +339,19 @@ def test_cli_list_import_pull(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     torch.save(tiny_weights(), tmp_path / "dino.pth")
     dino = str(tmp_path / "dino.pth")
-    argv = ["models", "import", dino, "--format", "dino", "--arch", VIT, "--as", "cli-dino",
-            "--arch-kwargs", json.dumps(TINY)]
+    argv = [
+        "models",
+        "import",
+        dino,
+        "--format",
+        "dino",
+        "--arch",
+        VIT,
+        "--as",
+        "cli-dino",
+        "--arch-kwargs",
+        json.dumps(TINY),
+    ]
     assert backend.cli.main(argv) == 0
     assert "imported cli-dino (cl," in capsys.readouterr().out
     assert backend.cli.main(["models", "list"]) == 0
@@ -314,8 +360,12 @@ def test_cli_list_import_pull(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert row[1:4] == ["cl", "ViT/16 at 32 px (embed_dim 32, depth 2, heads 2)", "yes"]
 
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    assert backend.cli.main(["models", "import", str(tmp_path / "junk.pth"), "--format", "mae", "--arch", VIT,
-                             "--as", "junk"]) == 2
+    assert (
+        backend.cli.main(
+            ["models", "import", str(tmp_path / "junk.pth"), "--format", "mae", "--arch", VIT, "--as", "junk"]
+        )
+        == 2
+    )
     assert "not a PyTorch checkpoint" in capsys.readouterr().err
     assert backend.cli.main(["models", "import", dino, "--format", "timm", "--arch", VIT, "--as", "x"]) == 2
     assert "--family is required" in capsys.readouterr().err

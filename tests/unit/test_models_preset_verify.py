@@ -146,8 +146,12 @@ def test_plan_skips_what_is_present(cache: Path, capsys: pytest.CaptureFixture[s
     items = plan.plan_pull(PRESETS["paper"])
     actions = {i.spec.id: i.action for i in items}
     assert actions == {
-        "mocov3-vit-b16": plan.PRESENT, "simmim-vit-b16": plan.MANUAL, "mae-vit-b16": plan.PRESENT,
-        "dino-vit-b16": plan.DOWNLOAD, "ibot-vit-b16": plan.DOWNLOAD, "deit-vit-b16": plan.DOWNLOAD,
+        "mocov3-vit-b16": plan.PRESENT,
+        "simmim-vit-b16": plan.MANUAL,
+        "mae-vit-b16": plan.PRESENT,
+        "dino-vit-b16": plan.DOWNLOAD,
+        "ibot-vit-b16": plan.DOWNLOAD,
+        "deit-vit-b16": plan.DOWNLOAD,
     }
     code, out, _ = run(["models", "pull", "--preset", "paper", "--dry-run"], capsys)
     assert code == 0
@@ -349,8 +353,14 @@ def test_a_sidecar_cached_at_first_load_counts_while_the_file_is_unchanged(
 def write_demo(folder: Path, model_id: str, data: bytes, **digests: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{model_id}.safetensors").write_bytes(data)
-    card = {"id": model_id, "family": "cl", "arch": VIT, "arch_kwargs": TINY,
-            "weights": f"{model_id}.safetensors", **digests}
+    card = {
+        "id": model_id,
+        "family": "cl",
+        "arch": VIT,
+        "arch_kwargs": TINY,
+        "weights": f"{model_id}.safetensors",
+        **digests,
+    }
     (folder / f"{model_id}.json").write_text(json.dumps(card))
     return folder / f"{model_id}.safetensors"
 
