@@ -55,6 +55,8 @@ def page(server: Server, chromium_ok: None, downloads: Path) -> Iterator[WebDriv
     try:
         d.get(server.url + "/")
         wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, "#crv-claims .claim")) == 4, "4 claims", 400)
+        # The address bar is written by its own callback: the strip can be drawn before it.
+        wait_for(lambda: "images=" in d.current_url, "the demo view in the address bar", 60)
         yield d
     finally:
         b.close()
