@@ -48,6 +48,18 @@ class NonFiniteResult(BadCheckpoint):
     code = "non_finite_result"
 
 
+class NonFiniteWeights(BadCheckpoint):
+    """NaN or Inf in a weights file, refused at import and at load."""
+
+    code = "non_finite_weights"
+
+
+class RandomInitDisabled(WeightsUnavailable):
+    """A timm name without weights would be random numbers; refused unless VITSCOPE_ALLOW_RANDOM_INIT."""
+
+    code = "random_init_disabled"
+
+
 class BadImage(VitscopeError):
     code = "bad_image"
 
@@ -56,6 +68,18 @@ class BadRequest(VitscopeError):
     """An argument is out of range (layer, head, query, ...)."""
 
     code = "bad_request"
+
+
+class ModelTooLarge(BadRequest):
+    """The model would not fit the model memory bound (VITSCOPE_MODEL_MEMORY_BYTES), known before building."""
+
+    code = "model_too_large"
+
+
+class UnsupportedArchitecture(BadRequest):
+    """The capture cannot trace this architecture (e.g. parallel blocks without one ``attn``)."""
+
+    code = "unsupported_architecture"
 
 
 class MethodNotAllowed(VitscopeError):

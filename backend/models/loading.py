@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from backend.errors import BadCheckpoint, BadRequest, ModelNotFound, WeightsUnavailable
+from backend.errors import (
+    BadRequest,
+    ModelNotFound,
+    ModelTooLarge,
+    NonFiniteWeights,
+    RandomInitDisabled,
+    UnsupportedArchitecture,
+)
 from backend.models.catalog import BUILTIN, ModelSpec, get_spec
 from backend.models.converters import convert, load_strict, read_checkpoint
 from backend.models.weights import file_digest, find_weights, pull_spec, unavailable
@@ -36,28 +43,6 @@ def build_model(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
         raise ModelNotFound(f"timm cannot build {arch!r}: {exc}") from exc
     except TypeError as exc:
         raise BadRequest(f"architecture kwargs {kwargs} do not fit {arch}: {exc}") from exc
-
-
-class ModelTooLarge(BadRequest):
-    """The model would not fit the model memory bound (VITSCOPE_MODEL_MEMORY_BYTES), known before building."""
-
-    code = "model_too_large"
-
-
-class UnsupportedArchitecture(BadRequest):
-    """The capture cannot trace this architecture (e.g. parallel blocks without one ``attn``)."""
-
-    code = "unsupported_architecture"
-
-
-class RandomInitDisabled(WeightsUnavailable):
-    """A timm name without weights would be random numbers; refused unless VITSCOPE_ALLOW_RANDOM_INIT."""
-
-    code = "random_init_disabled"
-
-
-class NonFiniteWeights(BadCheckpoint):
-    code = "non_finite_weights"
 
 
 # (arch, kwargs) -> (bytes, why the capture cannot trace it or ""): refusals are remembered too.

@@ -15,10 +15,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from backend.errors import BadCheckpoint
+from backend.errors import BadCheckpoint, NonFiniteWeights
 from backend.models import import_checkpoint
 from backend.models.converters import read_checkpoint, sniff_format
-from backend.models.loading import NonFiniteWeights
 
 VIT = "vit_small_patch16_224"
 TINY: dict[str, Any] = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
