@@ -97,6 +97,15 @@ class PerImage:
     def num_images(self) -> int:
         return int(self.distance.shape[1])
 
+    def select(self, i: int) -> PerImage:
+        """Image ``i`` alone (what ``per_image_values`` gives on that image's trace)."""
+        one = slice(i, i + 1)
+        return PerImage(self.distance[:, one], self.nmi[:, one], self.entropy[:, one], self.scalars[:, one])
+
+    def host(self) -> PerImage:
+        """Float64 CPU copies (results leave the device once per batch)."""
+        return PerImage(*(t.double().cpu() for t in (self.distance, self.nmi, self.entropy, self.scalars)))
+
     @staticmethod
     def concat(parts: Sequence[PerImage]) -> PerImage:
         if not parts:

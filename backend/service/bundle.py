@@ -34,6 +34,8 @@ from backend.runner import RunnerPool
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from backend.analysis.modern import ModernValues
+    from backend.analysis.summary import PerImage
     from backend.capture import Trace
     from backend.service.images import ImageService
 
@@ -151,16 +153,12 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
     import torch
 
     from backend.analysis import attention_rollout, log_amplitude_spectrum
-    from backend.analysis.modern import modern_values, summarize_modern
-    from backend.analysis.summary import PerImage, per_image_values, summarize
+    from backend.analysis.modern import modern_values
+    from backend.analysis.summary import per_image_values
 
     prefix, grid = trace.num_prefix_tokens, trace.grid
     b = trace.batch_size
-    values = per_image_values(trace)
-    modern = modern_values(trace).cpu()
-    host = PerImage(
-        *(t.double().cpu() for t in (values.distance, values.nmi, values.entropy, values.scalars))
-    )
+    host, modern = per_image_values(trace).host(), modern_values(trace).cpu()
     # Batch-first arrays: image i's results are contiguous views of one transfer per kind.
     attention = torch.stack([a.to(torch.float16) for a in trace.attentions], 1).cpu().numpy()
     rollouts: list[torch.Tensor] = []
@@ -179,20 +177,28 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
     tokens = torch.stack([x[:, prefix:].to(torch.float16) for x in trace.x_out], 1).cpu().numpy()
     out = []
     for i in range(b):
-        one = PerImage(host.distance[:, i : i + 1], host.nmi[:, i : i + 1], host.entropy[:, i : i + 1],
-                       host.scalars[:, i : i + 1])  # fmt: skip
-        metrics = summarize(
-            one,
-            model=trace.model_id,
-            family=info.family,
-            preprocessing=trace.preprocessing,
-            grid=grid,
-            patch_size=trace.patch_size,
-        )
-        metrics.update(summarize_modern(modern.select(i)))
+        metrics = image_metrics(info, host.select(i), modern.select(i))
         spectrum = {"out": spec_out[i], "attn": spec_attn[i]}
         out.append(Bundle(metrics, attention[i], rollout[i], spectrum, tokens[i]))
     return out
+
+
+def image_metrics(info: ModelInfo, values: PerImage, modern: ModernValues) -> dict[str, Any]:
+    """One image's ``metrics.json`` object from its per-image values (host copies): the same object
+    ``compute_metrics`` gives on that image alone."""
+    from backend.analysis.modern import summarize_modern
+    from backend.analysis.summary import summarize
+
+    metrics = summarize(
+        values,
+        model=info.id,
+        family=info.family,
+        preprocessing=info.preprocessing,
+        grid=info.grid,
+        patch_size=info.patch_size,
+    )
+    metrics.update(summarize_modern(modern))
+    return metrics
 
 
 def encode_bundle(info: ModelInfo, image_id: str, b: Bundle) -> dict[str, bytes]:

@@ -25,7 +25,7 @@ from backend.cache import keys as K
 from backend.config import Settings
 from backend.errors import BadRequest, NotFound
 from backend.service import render
-from backend.service.bundle import Captures, ModelInfo, per_batch
+from backend.service.bundle import Captures, ModelInfo, image_metrics, per_batch
 from backend.service.hot import HotCache, View
 from backend.service.images import IMAGE_ID_RE, ImageService, atomic_write, sweep_partial
 from backend.service.jobs import Job, JobManager
@@ -391,28 +391,17 @@ class ImageValues:
 
 def set_values(info: ModelInfo, trace: Trace) -> list[ImageValues]:
     """Runs on the runner's thread: the per-image values of every image of a batch, computed once over it."""
-    from backend.analysis.modern import modern_values, summarize_modern
+    from backend.analysis.modern import modern_values
     from backend.analysis.representation import PositionSums
-    from backend.analysis.summary import PerImage, per_image_values, summarize
+    from backend.analysis.summary import per_image_values
 
     prefix = trace.num_prefix_tokens
-    raw = per_image_values(trace)
-    host = PerImage(*(t.double().cpu() for t in (raw.distance, raw.nmi, raw.entropy, raw.scalars)))
-    modern = modern_values(trace).cpu()
+    host, modern = per_image_values(trace).host(), modern_values(trace).cpu()
     out = []
     for i in range(trace.batch_size):
         one = slice(i, i + 1)
-        values = PerImage(host.distance[:, one], host.nmi[:, one], host.entropy[:, one], host.scalars[:, one])
-        mine = modern.select(i)
-        metrics = summarize(
-            values,
-            model=info.id,
-            family=info.family,
-            preprocessing=info.preprocessing,
-            grid=info.grid,
-            patch_size=info.patch_size,
-        )
-        metrics.update(summarize_modern(mine))
+        values, mine = host.select(i), modern.select(i)
+        metrics = image_metrics(info, values, mine)
         sums = PositionSums.of([x[one] for x in trace.x_out], prefix)
         positions = PositionSums(sums.count, sums.total.cpu(), sums.square.cpu())
         out.append(ImageValues(metrics, values, mine, positions))
