@@ -30,6 +30,7 @@ from app.components import (
     lab,
     models,
     permalink,
+    snapshots,
     spectrum,
     tokens,
 )
@@ -68,6 +69,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                 [
                     html.Div(id="url-note"),
                     html.Div([images.layout(ctx), models.layout()], className="setup"),
+                    snapshots.layout(),
                     controls.layout(),
                     html.Div(id="work-status", className="work-status", role="status", **aria(live="polite")),
                     export_all.layout(),
@@ -125,7 +127,8 @@ def create_dash_app(
         logout_url=prefix + ui_auth.LOGOUT_PATH.lstrip("/") if auth.mode == "password" else None,
     )
     app.layout = build_layout(ctx)
-    for component in (permalink, images, models, controls, attention, curves, spectrum, tokens, export_all):
+    for component in (permalink, images, models, snapshots, controls, attention, curves, spectrum, tokens,
+                      export_all):  # fmt: skip
         component.register(app, ctx)
     lab.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base

@@ -38,6 +38,14 @@ class Ready(BaseModel):
     )
 
 
+class SnapshotCurves(BaseModel):
+    epoch: float
+    images_seen: int
+    attention_distance_relative: list[float] = Field(description="per block 1..L, 1 = uniform attention")
+    nmi: list[float] = Field(description="per block 1..L")
+    delta_log_amplitude: list[float] = Field(description="per depth 0..L (0 = the embedding)")
+
+
 class ModelOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -87,6 +95,10 @@ class ModelOut(BaseModel):
         default=None,
         description="When not available: the command that fetches or imports the weights",
         examples=["vitscope models pull mae-vit-b16"],
+    )
+    snapshots: list[SnapshotCurves] = Field(
+        default_factory=list,
+        description="A trained model's analysed snapshots (vitscope train --snapshot-epochs), by epoch",
     )
 
 

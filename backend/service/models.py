@@ -40,6 +40,25 @@ def missing_weights(spec: Any) -> tuple[str, str]:
     return reason, f"vitscope models pull {spec.id}"
 
 
+def snapshot_curves(card: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The per-layer curves of each analysed training snapshot in a trained model's card
+    (``training.snapshots``, written by ``vitscope train --snapshot-epochs``), by epoch: relative attention
+    distance and NMI per block, delta log amplitude per depth, each the mean over the snapshot's images."""
+    snapshots = ((card or {}).get("training") or {}).get("snapshots") or []
+    curves = [
+        {
+            "epoch": float(snap["epoch"]),
+            "images_seen": int(snap.get("images_seen", 0)),
+            "attention_distance_relative": list(snap["metrics"]["attention_distance_relative"]["mean"]),
+            "nmi": list(snap["metrics"]["nmi"]["mean"]),
+            "delta_log_amplitude": list(snap["metrics"]["delta_log_amplitude"]["value"]),
+        }
+        for snap in snapshots
+        if isinstance(snap.get("metrics"), dict)
+    ]
+    return sorted(curves, key=lambda c: c["epoch"])
+
+
 def _state(spec: Any) -> tuple[Any, bool, tuple[str, str] | None]:
     from backend.models import weights_available
 
@@ -136,6 +155,7 @@ class ModelService:
             "default": spec.id in self.settings.default_models,
             "unavailable_reason": reason,
             "fetch_command": command,
+            "snapshots": snapshot_curves(spec.card),
         }
 
     # -- downloads -------------------------------------------------------------------------------------------
