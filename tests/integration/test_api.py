@@ -72,11 +72,16 @@ def tiny_models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def use_models_cache(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
+    """The service reads its models from ``folder``, offline (tests never wait on the network)."""
+    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(folder))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return folder
+
+
 @pytest.fixture
 def models_env(tiny_models_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(tiny_models_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tiny_models_cache
+    return use_models_cache(monkeypatch, tiny_models_cache)
 
 
 @dataclass

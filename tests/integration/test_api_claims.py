@@ -10,7 +10,14 @@ import torch
 
 from backend.analysis.claims import ModelValues, evaluate_claims
 from backend.api.routes.claims import ClaimsOut
-from tests.integration.test_api import Api, png_bytes, running, settings_for, write_tiny_model
+from tests.integration.test_api import (
+    Api,
+    png_bytes,
+    running,
+    settings_for,
+    use_models_cache,
+    write_tiny_model,
+)
 from tests.unit.test_cli_claims import constructed
 
 pytestmark = pytest.mark.integration
@@ -32,8 +39,7 @@ def claims_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def api(
     claims_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Api]:
-    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(claims_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    use_models_cache(monkeypatch, claims_cache)
     async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
         yield a
 

@@ -22,6 +22,7 @@ from tests.integration.test_api import (
     reference_trace,
     running,
     settings_for,
+    use_models_cache,
     write_tiny_model,
 )
 
@@ -54,8 +55,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def api(
     models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Api]:
-    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(models_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    use_models_cache(monkeypatch, models_cache)
     async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
         yield a
 

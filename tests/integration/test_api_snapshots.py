@@ -13,7 +13,14 @@ from app.components.snapshots import PANELS, snapshot_figure
 from backend.analysis import compute_metrics
 from backend.capture import capture
 from backend.models.loading import build_model
-from tests.integration.test_api import TINY, TINY_KWARGS, running, settings_for, write_tiny_model
+from tests.integration.test_api import (
+    TINY,
+    TINY_KWARGS,
+    running,
+    settings_for,
+    use_models_cache,
+    write_tiny_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +60,7 @@ def snap_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     ]
     card["training"] = {"snapshots": snaps}
     card_path.write_text(json.dumps(card))
-    monkeypatch.setenv("VITSCOPE_MODELS_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    use_models_cache(monkeypatch, folder)
     return folder, snaps
 
 
