@@ -2,11 +2,14 @@
 to RGB (as DINOv2 / DINOv3 show their features).
 
 Tokens are ``(Np, C)`` patch tokens of one image and depth (prefix dropped), row-major: patch ``t`` at row
-``t // W``, column ``t % W``. Raw features, no normalization other than what each function says.
+``t // W``, column ``t % W``; the PCA can be fitted on the patches of a set of images, and restricted to the
+foreground patches by the first component's score (``foreground_mask``). Raw features, no normalization
+other than what each function says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -35,38 +38,79 @@ def patch_similarity(tokens: Tensor, query: int) -> Tensor:
 
 
 class PcaRgb(NamedTuple):
-    rgb: Tensor  # (Np, 3) in [0, 1]
+    rgb: Tensor  # (Np, 3) in [0, 1]; background patches 0 (black) under the foreground mask
     explained: Tensor  # (3,): share of the fitted tokens' variance on each component
+    foreground: Tensor | None  # (Np,) bool: the patches kept by the foreground mask; None without it
 
 
-def pca_rgb(tokens: Tensor, fit: Tensor | None = None) -> PcaRgb:
-    """The patch tokens on the top 3 principal components, each scaled to [0, 1] over this image's patches.
+def _components(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The top 3 principal components of ``(M, C)`` tokens: ``(mean (1, C), comps (k, C), explained (3,))``.
 
-    Components are fitted on ``fit`` (``(M, C)``, e.g. the tokens of every image of a set) or on ``tokens``
-    themselves, centred by the fitted mean; signs fixed so that each component's largest-magnitude coordinate
-    over the fitted tokens is positive (as ``tokens.pca_2d``). Fewer than 3 components (rank, relative
-    tolerance 1e-6): the missing channels are 0.
+    Centred by their mean; each component's sign fixed so that its largest-magnitude score over ``z`` is
+    positive (as ``tokens.pca_2d``). Fewer than 3 components (rank, relative tolerance 1e-6): ``k < 3`` and
+    the missing shares are 0.
     """
-    _check(tokens)
-    z = as_float(tokens)
-    base = z if fit is None else as_float(fit)
-    _check(base)
-    if base.shape[1] != z.shape[1]:
-        raise AnalysisArgumentError(f"fit has {base.shape[1]} channels, tokens {z.shape[1]}")
-    mean = base.mean(0, keepdim=True)
-    _, s, vh = torch.linalg.svd(base - mean, full_matrices=False)
+    mean = z.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(z - mean, full_matrices=False)
     k = min(3, int((s > s[0] * _RANK_TOL).sum()) if s.numel() and s[0] > 0 else 0)
     comps = vh[:k]
-    fitted = (base - mean) @ comps.T
-    peak = fitted.abs().argmax(0)
-    signs = torch.sign(fitted[peak, torch.arange(k, device=z.device)])
+    scores = (z - mean) @ comps.T
+    signs = torch.sign(scores[scores.abs().argmax(0), torch.arange(k, device=z.device)])
     comps = comps * torch.where(signs == 0, torch.ones_like(signs), signs)[:, None]
-    proj = (z - mean) @ comps.T  # (Np, k)
-    lo, hi = proj.amin(0), proj.amax(0)
-    rgb = (proj - lo) / (hi - lo).clamp_min(torch.finfo(proj.dtype).tiny)
     var = s.square()
     explained = var[:k] / var.sum().clamp_min(torch.finfo(var.dtype).tiny)
-    if k < 3:
-        rgb = torch.cat([rgb, rgb.new_zeros(rgb.shape[0], 3 - k)], dim=1)
-        explained = torch.cat([explained, explained.new_zeros(3 - k)])
-    return PcaRgb(rgb, explained)
+    return mean, comps, torch.cat([explained, explained.new_zeros(3 - k)])
+
+
+def foreground_mask(z: Tensor, threshold: float = 0.0) -> Tensor:
+    """The first-component foreground rule (as DINOv2 / DINOv3 show their features): ``(M, C)`` -> ``(M,)``
+    bool, true where the first principal component's score (fitted on ``z``, sign fixed as
+    ``_components``: its largest-magnitude score positive) is above ``threshold`` standard deviations of
+    the scores. The scores are centred, so ``threshold`` 0 keeps the patches above the mean, the side of the
+    extreme score (with two groups of patches, the smaller one). No first component (all tokens equal): none.
+    """
+    mean, comps, _ = _components(z)
+    if comps.shape[0] == 0:
+        return torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+    score = (z - mean) @ comps[0]
+    std = score.square().mean().sqrt()
+    return score > threshold * std
+
+
+def pca_rgb_set(images: Sequence[Tensor], threshold: float | None = None) -> list[PcaRgb]:
+    """The patch tokens of every image on the top 3 principal components fitted on all of them (one PCA,
+    centred over all patches, signs fixed over all), each scaled to [0, 1] over all images' patches.
+
+    ``threshold`` (None: no mask): first ``foreground_mask`` over all patches, then the PCA and the scaling
+    over the foreground patches only; the others are drawn black (0). Fewer than 3 components: the missing
+    channels are 0. One image: ``pca_rgb``. Returns one ``PcaRgb`` per image (the same ``explained``).
+    """
+    if not images:
+        raise AnalysisArgumentError("need at least one image's patch tokens")
+    for tokens in images:
+        _check(tokens)
+    if len({int(t.shape[1]) for t in images}) > 1:
+        raise AnalysisArgumentError(f"all images need the same channels, got {[t.shape[1] for t in images]}")
+    z = torch.cat([as_float(t) for t in images])
+    keep = None if threshold is None else foreground_mask(z, threshold)
+    rgb = z.new_zeros(z.shape[0], 3)
+    explained = z.new_zeros(3)
+    fitted = z if keep is None else z[keep]
+    if fitted.shape[0] > 0:
+        mean, comps, explained = _components(fitted)
+        proj = (fitted - mean) @ comps.T  # (M', k)
+        lo, hi = proj.amin(0), proj.amax(0)
+        scaled = (proj - lo) / (hi - lo).clamp_min(torch.finfo(proj.dtype).tiny)
+        part = torch.cat([scaled, scaled.new_zeros(scaled.shape[0], 3 - scaled.shape[1])], dim=1)
+        if keep is None:
+            rgb = part
+        else:
+            rgb[keep] = part
+    counts = [int(t.shape[0]) for t in images]
+    masks: list[Tensor | None] = [None] * len(images) if keep is None else list(keep.split(counts))
+    return [PcaRgb(c, explained, m) for c, m in zip(rgb.split(counts), masks, strict=True)]
+
+
+def pca_rgb(tokens: Tensor, threshold: float | None = None) -> PcaRgb:
+    """One image's patch tokens on their top 3 principal components as RGB: ``pca_rgb_set`` of one image."""
+    return pca_rgb_set([tokens], threshold)[0]
