@@ -135,6 +135,20 @@ def embeddings_view_key(
     return make_key("view-embeddings", set_id_, model_id, weights_digest, preprocessing, int(layer), method)
 
 
+def set_pca_view_key(
+    set_id_: str,
+    model_id: str,
+    weights_digest: str,
+    preprocessing: Mapping[str, Any],
+    layer: int,
+    threshold: float | None,
+) -> str:
+    """The rendered PCA of a set's patch tokens at one layer, fitted on the set (``threshold``: the foreground
+    mask's, or None)."""
+    mask = "none" if threshold is None else repr(float(threshold))
+    return make_key("view-set-pca", set_id_, model_id, weights_digest, preprocessing, int(layer), mask)
+
+
 def kind_of(key: str) -> str:
     """The kind of a key made by ``make_key`` (``vitscope:<kind>:<digest>``)."""
     return key.split(":", 2)[1]

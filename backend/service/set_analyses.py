@@ -1,7 +1,8 @@
-"""Linear CKA between two models on a set (with its permutation null), computed as a job like the set metrics.
+"""Set-level analyses computed as jobs like the set metrics: linear CKA between two models on a set (with its
+permutation null), and the patch-token PCA fitted on the whole set (optionally on its foreground patches).
 
-It needs both models' representations of the whole set at once, so it cannot come from per-image metrics: it
-reads the cached ``x_out`` patch tokens (float16, ``tokens_key``; a capture when they are missing) image by
+They need the representations of the whole set at once, so they cannot come from per-image metrics: they
+read the cached ``x_out`` patch tokens (float16, ``tokens_key``; a capture when they are missing) image by
 image. (The positional share, also set-level, is part of the set metrics.)
 """
 
@@ -19,6 +20,7 @@ from backend.service import render
 from backend.service.bundle import ModelInfo
 from backend.service.hot import View
 from backend.service.jobs import Job
+from backend.service.patch_views import check_layer, pca_payload
 from backend.service.sets import SetService
 
 
@@ -29,7 +31,8 @@ def cka_view_key(set_id: str, a: ModelInfo, b: ModelInfo) -> str:
 
 
 class SetAnalyses:
-    """``GET /sets/{id}/cka`` on top of a SetService (its members, captures, cache, jobs and wait)."""
+    """``GET /sets/{id}/cka`` and ``GET /sets/{id}/pca`` on top of a SetService (its members, captures,
+    cache, jobs and wait)."""
 
     def __init__(self, sets: SetService) -> None:
         self.sets = sets
@@ -102,5 +105,62 @@ class SetAnalyses:
             work,
             result_url=f"/api/v1/sets/{set_id}/cka?model_a={a.id}&model_b={b.id}",
             total=len(members) * (1 if same else 2),
+        )
+        return await self.sets._wait(job)
+
+    async def pca(self, set_id: str, model_id: str, layer: int, threshold: float | None) -> View | Job:
+        """One PCA of the patch tokens of every image of the set at ``layer`` (``pca_rgb_set``);
+        ``threshold``: the foreground mask's (None: no mask). At most ``max_embedding_points`` tokens, like
+        the embeddings."""
+        members = await self.sets.members(set_id)
+        info = await self.sets.models.info(model_id)
+        check_layer(info, layer)
+        self.sets.check_points(members, info)
+        hot_key = ("set-pca", set_id, info.id, info.digest, layer, threshold)
+        skey = K.set_pca_view_key(set_id, info.id, info.digest, info.preprocessing, layer, threshold)
+        found = await self.sets._cached(hot_key, skey)
+        if found is not None:
+            return found
+
+        async def work(job: Job) -> View:
+            import torch
+
+            from backend.analysis.patches import pca_rgb_set
+
+            sem = asyncio.Semaphore(max(1, self.sets.settings.max_batch))
+
+            async def one(iid: str) -> torch.Tensor:
+                async with sem:
+                    key = K.tokens_key(*info.addr(iid), "out", layer)
+                    arr = await self.sets.captures.array(key, iid, info, lambda b: b.tokens[layer])
+                job.advance()
+                return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+
+            tokens = await asyncio.gather(*(one(i) for i in members))
+            results = await asyncio.to_thread(pca_rgb_set, tokens, threshold)
+            job.advance()
+            payload = {
+                "set": set_id,
+                "images": members,
+                "model": info.id,
+                "grid": list(info.grid),
+                "layer": layer,
+                "state": "out",
+                "fit": "set",
+                **pca_payload(info.grid, results, threshold),
+            }
+            view = render.json_object_view(payload)
+            await self.sets.store.set(skey, view.body)
+            self.sets.hot.put(hot_key, view)
+            return view
+
+        mask = "" if threshold is None else f"&mask=true&threshold={threshold!r}"
+        job = self.sets.jobs.ensure(
+            hot_key,
+            "set-pca",
+            f"PCA of set {set_id[:12]}, {info.id} block {layer}" + (" (foreground)" if mask else ""),
+            work,
+            result_url=f"/api/v1/sets/{set_id}/pca?model={info.id}&layer={layer}{mask}",
+            total=len(members) + 1,
         )
         return await self.sets._wait(job)

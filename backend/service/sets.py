@@ -302,12 +302,7 @@ class SetService:
             )
         if method not in ("pca", "tsne"):
             raise BadRequest(f"method {method!r} is not one of 'pca' or 'tsne'")
-        points = len(members) * info.num_patches
-        if points > self.settings.max_embedding_points:
-            raise BadRequest(
-                f"{len(members)} images x {info.num_patches} patches = {points} points; at most "
-                f"{self.settings.max_embedding_points} are allowed (max_embedding_points): use a smaller set"
-            )
+        self.check_points(members, info)
         hot_key = ("embeddings", set_id, info.id, info.digest, layer, method)
         skey = K.embeddings_view_key(set_id, info.id, info.digest, info.preprocessing, layer, method)
         found = await self._cached(hot_key, skey)
@@ -356,6 +351,16 @@ class SetService:
             total=len(members) + 1,
         )
         return await self._wait(job)
+
+    def check_points(self, members: list[str], info: ModelInfo) -> None:
+        """A projection of all patch tokens of a set (embeddings, the set PCA) takes at most
+        ``max_embedding_points`` tokens."""
+        points = len(members) * info.num_patches
+        if points > self.settings.max_embedding_points:
+            raise BadRequest(
+                f"{len(members)} images x {info.num_patches} patches = {points} points; at most "
+                f"{self.settings.max_embedding_points} are allowed (max_embedding_points): use a smaller set"
+            )
 
     async def _cached(self, hot_key: Hashable, skey: str) -> View | None:
         view = self.hot.get(hot_key)
