@@ -3,8 +3,8 @@ to RGB (as DINOv2 / DINOv3 show their features).
 
 Tokens are ``(Np, C)`` patch tokens of one image and depth (prefix dropped), row-major: patch ``t`` at row
 ``t // W``, column ``t % W``; the PCA can be fitted on the patches of a set of images, and restricted to the
-foreground patches by the first component's score (``foreground_mask``). Raw features, no normalization
-other than what each function says.
+foreground patches by the first component's score (``foreground_mask``); ``norm_map`` gives each patch
+token's L2 norm and the high-norm outliers. Raw features, no normalization other than what each function says.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from backend.analysis._common import AnalysisArgumentError, as_float
+from backend.analysis.representation import OUTLIER_FACTOR
 
 _COS_EPS = 1e-12  # a zero token has similarity 0 with everything
 _RANK_TOL = 1e-6  # components below this share of the largest singular value are rounding noise
@@ -114,3 +115,26 @@ def pca_rgb_set(images: Sequence[Tensor], threshold: float | None = None) -> lis
 def pca_rgb(tokens: Tensor, threshold: float | None = None) -> PcaRgb:
     """One image's patch tokens on their top 3 principal components as RGB: ``pca_rgb_set`` of one image."""
     return pca_rgb_set([tokens], threshold)[0]
+
+
+class NormMap(NamedTuple):
+    norms: Tensor  # (Np,): each patch token's L2 norm
+    median: Tensor  # (): the image's median patch norm (of an even count, the mean of the two middle values)
+    outliers: Tensor  # (Np,) bool: the high-norm patches, norm > outlier_factor x median
+
+
+def token_l2(tokens: Tensor) -> Tensor:
+    """The L2 norm of each token: ``(..., C)`` -> ``(...)`` (float16 promoted to float32)."""
+    return torch.linalg.vector_norm(as_float(tokens), dim=-1)
+
+
+def norm_map(tokens: Tensor, outlier_factor: float = OUTLIER_FACTOR) -> NormMap:
+    """Each patch token's norm, the median and which patches are high-norm outliers: ``(Np, C)`` ->
+    ``NormMap``. The rule of ``representation.token_norms``, per patch: its ``outlier_fraction`` is
+    ``outliers.mean()``."""
+    _check(tokens)
+    if not outlier_factor > 0:
+        raise AnalysisArgumentError(f"outlier_factor must be > 0, got {outlier_factor}")
+    norms = token_l2(tokens)
+    median = torch.quantile(norms, 0.5)
+    return NormMap(norms, median, norms > outlier_factor * median)

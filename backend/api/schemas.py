@@ -172,6 +172,30 @@ class SpectrumOut(BaseModel):
     map: list[list[float]] = Field(description="H x W centred log-amplitude map (A4 step 5)")
 
 
+class PrefixNormOut(BaseModel):
+    token: int = Field(description="Index in the token sequence (the prefix comes first)")
+    label: str = Field(description="'cls' or 'register 1', 'register 2', ...")
+    norm: float
+
+
+class TokenNormsOut(BaseModel):
+    image: str
+    model: str
+    grid: list[int] = Field(description="[H, W] of the patch grid")
+    layer: int = Field(description="Output of block K (0 = the embedding)")
+    state: Literal["out"]
+    has_cls_token: bool
+    num_prefix_tokens: int
+    median: float = Field(description="The median patch norm (of an even count: the two middle ones' mean)")
+    outlier_factor: float
+    outliers: list[int] = Field(description="Row-major patch indices with norm > outlier_factor x median")
+    stats: dict[str, float] = Field(
+        description="mean, p99, max and outlier_fraction of the patch norms (metrics.json's token_norm)"
+    )
+    prefix: list[PrefixNormOut]
+    map: list[list[float]] = Field(description="H x W L2 norms of the patch tokens")
+
+
 class SetIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"images": [EXAMPLE_ID]}})
     images: list[str] = Field(min_length=1, max_length=1024, description="Image ids, in order")

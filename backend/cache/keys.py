@@ -82,6 +82,13 @@ def rollout_key(
     return make_key("rollout", image_id, model_id, weights_digest, preprocessing, int(layer))
 
 
+def prefix_norms_key(
+    image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]
+) -> str:
+    """The L2 norms of the prefix tokens (CLS, registers) of ``x_out``, all depths: ``(L + 1, P)`` float32."""
+    return make_key("prefix-norms", image_id, model_id, weights_digest, preprocessing)
+
+
 def bundle_key(image_id: str, model_id: str, weights_digest: str, preprocessing: Mapping[str, Any]) -> str:
     """One capture of (image, model): names its single flight (in this process and across processes)."""
     return make_key("bundle", image_id, model_id, weights_digest, preprocessing)

@@ -39,17 +39,21 @@ TINY_KWARGS: dict[str, Any] = {
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
-def write_tiny_model(folder: Path, name: str = TINY, seed: int = 0) -> None:
-    """A tiny ViT with random weights, registered as an imported model card in ``folder/imported``."""
+def write_tiny_model(
+    folder: Path, name: str = TINY, seed: int = 0, arch_kwargs: dict[str, Any] | None = None
+) -> None:
+    """A tiny ViT with random weights, registered as an imported model card in ``folder/imported``;
+    ``arch_kwargs`` change timm's (``{"reg_tokens": 4}``: registers)."""
     from safetensors.torch import save_file
 
     from backend.models.loading import build_model
 
+    kwargs = {**TINY_KWARGS, **(arch_kwargs or {})}
     imported = folder / "imported"
     imported.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model("vit_tiny_patch16_224", TINY_KWARGS)
+        model = build_model("vit_tiny_patch16_224", kwargs)
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()}, str(imported / f"{name}.safetensors")
     )
@@ -57,7 +61,7 @@ def write_tiny_model(folder: Path, name: str = TINY, seed: int = 0) -> None:
         "id": name,
         "family": "cl",
         "arch": "vit_tiny_patch16_224",
-        "arch_kwargs": TINY_KWARGS,
+        "arch_kwargs": kwargs,
         "weights": f"{name}.safetensors",
         "license": "test only",
         "description": "2 blocks, 2 heads, 64 px: for tests",

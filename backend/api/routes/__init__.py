@@ -13,10 +13,23 @@ from backend.api.routes import (
     reference,
     set_analyses,
     sets,
+    token_norms,
 )
 
 api_router = APIRouter(prefix="/api/v1")
-for module in (health, models, images, patch_views, lab, sets, set_analyses, jobs, reference, claims):
+for module in (
+    health,
+    models,
+    images,
+    patch_views,
+    token_norms,
+    lab,
+    sets,
+    set_analyses,
+    jobs,
+    reference,
+    claims,
+):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]
