@@ -1,4 +1,5 @@
-"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra.
+"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra and the
+analyses beyond the paper.
 
 Each ``*_figure`` function builds the figure (the tests read it); ``plot_*`` saves it. The curves overlay the
 paper's published curves (dashed, ``backend.reference``) and switch attention distance to the relative scale
@@ -140,6 +141,132 @@ def curves_figure(metrics: Sequence[dict[str, Any]], with_paper: bool = True) ->
 
 def plot_curves(metrics: Sequence[dict[str, Any]], path: Path, with_paper: bool = True) -> None:
     fig = curves_figure(metrics, with_paper)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# The modern figure's plots: (title, [(metrics.json key, token_norm statistic or None, marker, curve label)],
+# x axis). Two curves in one plot are told apart by their marker.
+MODERN_PANELS: tuple[tuple[str, tuple[tuple[str, str | None, str, str], ...], str], ...] = (
+    (
+        "Token norm: mean (o), 99th percentile (^)",
+        (("token_norm", "mean", "o", "mean"), ("token_norm", "p99", "^", "p99")),
+        "depth",
+    ),
+    (
+        "High-norm tokens: share above {factor} x median",
+        (("token_norm", "outlier_fraction", "o", ""),),
+        "depth",
+    ),
+    ("Effective rank (RankMe)", (("effective_rank", None, "o", ""),), "depth"),
+    ("Head diversity (JS divergence, nats)", (("head_diversity", None, "o", ""),), "block"),
+    ("CLS selectivity (entropy / log Np)", (("cls_selectivity", None, "o", ""),), "block"),
+    ("CLS attention to itself, A[0, 0]", (("cls_self", None, "o", ""),), "block"),
+    ("Positional share", (("positional_share", None, "o", ""),), "depth"),
+    ("Movement coherence (A6)", (("movement_coherence", None, "o", ""),), "block"),
+    (
+        "Δ log amplitude: x_out (o), x_attn (D)",
+        (("delta_log_amplitude", None, "o", "x_out"), ("delta_log_amplitude_attn", None, "D", "x_attn")),
+        "depth",
+    ),
+)
+MODERN_NULL = {
+    "head_diversity": "one head",
+    "cls_selectivity": "no CLS token",
+    "cls_self": "no CLS token",
+}
+
+
+def _modern_curve(m: dict[str, Any], key: str, stat: str | None) -> tuple[np.ndarray, ...] | None:
+    """``(x, y, std)`` of one curve of a metrics object, or None where the key is absent or null."""
+    raw = m.get(key)
+    if not isinstance(raw, dict):
+        return None
+    block = raw.get(stat) if stat else raw
+    if not isinstance(block, dict):
+        return None
+    y = np.asarray(block["value"] if "value" in block else block["mean"], dtype=float)
+    depth = raw.get("depth")  # token_norm's statistics share the object's depth axis
+    x = np.asarray(depth) if depth is not None else np.arange(1, len(y) + 1)
+    std = np.asarray(block["std"], dtype=float) if block.get("std") is not None else np.zeros_like(y)
+    return x, y, std
+
+
+def _modern_missing(m: dict[str, Any], key: str) -> str:
+    if key not in m:
+        return "absent from metrics.json"
+    if key == "positional_share":  # a set statistic
+        if int(m.get("num_images") or 1) < 2:
+            return "needs 2+ images"
+        return "not computed in this run (a set statistic)"
+    return MODERN_NULL.get(key, "null")
+
+
+def modern_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
+    """The analyses beyond the paper (docs/MODERN.md) overlaid across models, a band of one std over
+    images: whatever of them the metrics objects carry; a plot says which model lacks a curve and why, and the
+    title names the keys absent from every model."""
+    factors = {
+        m["token_norm"].get("outlier_factor") for m in metrics if isinstance(m.get("token_norm"), dict)
+    }
+    factor = f"{next(iter(factors)):g}" if len(factors) == 1 else "the factor"
+    fig, axes = plt.subplots(3, 3, figsize=(14, 11))
+    for ax, (title, curves, axis) in zip(axes.flat, MODERN_PANELS, strict=True):
+        notes, drawn = [], False
+        for m, (color, ls) in zip(metrics, _style(metrics), strict=True):
+            for key, stat, marker, label in curves:
+                found = _modern_curve(m, key, stat)
+                name = f"{m['model']} {label}".rstrip()
+                if found is None:
+                    notes.append(f"{name}: {_modern_missing(m, key)}")
+                    continue
+                x, y, std = found
+                second = marker != "o"
+                legend = None if second else f"{m['model']} ({m['family']})"
+                ax.plot(
+                    x,
+                    y,
+                    ls=ls,
+                    color=color,
+                    marker=marker,
+                    ms=3.5,
+                    lw=1.0 if second else 1.6,
+                    mfc="none" if second else color,
+                    label=legend,
+                )
+                if std.any():
+                    ax.fill_between(x, y - std, y + std, color=color, alpha=0.12, lw=0)
+                drawn = True
+        if curves[0][0] == "head_diversity" and drawn:
+            ax.axhline(np.log(2.0), color="#555555", lw=0.8, ls=":", label="log 2 (disjoint heads)")
+        if notes:
+            where = (0.02, 0.97, "left", "top") if drawn else (0.5, 0.5, "center", "center")
+            ax.text(
+                where[0],
+                where[1],
+                "\n".join(notes),
+                transform=ax.transAxes,
+                ha=where[2],
+                va=where[3],
+                fontsize=7,
+                color="#555555",
+            )
+        ax.set_title(title.format(factor=factor), fontsize=10)
+        ax.set_xlabel("depth (0 = embedding)" if axis == "depth" else "block")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=7)
+    keys = dict.fromkeys(key for _, curves, _ in MODERN_PANELS for key, *_ in curves)
+    absent = [k for k in keys if metrics and all(k not in m for m in metrics)]
+    n = metrics[0].get("num_images", 1) if metrics else 0
+    note = f"\nabsent from metrics.json: {', '.join(absent)}" if absent else ""
+    fig.suptitle(f"Beyond the paper, mean over {n} image(s); band = ±1 std over images{note}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_modern(metrics: Sequence[dict[str, Any]], path: Path) -> None:
+    fig = modern_figure(metrics)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

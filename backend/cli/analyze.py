@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = analyze_dataset(opts)
     path = write_document(outcome.document, args.out)
+    if outcome.analysed and opts.figures:  # as the engine writes its figures (backend/engine/pipeline.py)
+        from backend.figures import plot_modern
+
+        plot_modern(outcome.document["models"], args.out / "modern.png")
     skipped = outcome.document["skipped"]
     if not outcome.analysed:
         print(

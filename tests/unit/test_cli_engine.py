@@ -142,7 +142,7 @@ def test_per_image_rows_and_metrics_match_one_direct_capture(tmp_path: Path) -> 
             assert got[key] is not None, key  # the demo models have a CLS token and 3 heads
             assert_close_tree(got[key], direct[key], tol=1e-5)
         assert got["positional_share"] is None and direct["positional_share"] is not None  # a set statistic
-    for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png"):
+    for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png", "modern.png"):
         assert (out / name).stat().st_size > 5000
 
 

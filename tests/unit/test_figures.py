@@ -1,5 +1,6 @@
 """The analyze figures: the paper's curves overlaid (dashed, labelled), the relative scale where grids differ,
-the delta bin named, attention strips labelled with one colour scale and a colourbar."""
+the delta bin named, attention strips labelled with one colour scale and a colourbar, and the analyses beyond
+the paper drawn where present, with a note where a model has none."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from backend.figures import (
     attention_figure,
     curves_figure,
     distance_scale,
+    modern_figure,
     plot_attention,
     plot_curves,
+    plot_modern,
     plot_spectra,
     spectra_figure,
 )
@@ -131,3 +134,57 @@ def test_spectra_share_a_scale_and_mark_the_bin(tmp_path: Path) -> None:
     plot_attention(panel, tmp_path / "a.png")
     for name in ("s.png", "c.png", "a.png"):
         assert Image.open(tmp_path / name).size[0] > 300
+
+
+def texts(ax: Any) -> str:
+    return "\n".join(t.get_text() for t in ax.texts)
+
+
+def test_modern_figure_draws_the_metrics_numbers(tmp_path: Path) -> None:
+    models = [metrics_for((4, 4), 8, "cl"), metrics_for((4, 4), 8, "mim", seed=1)]
+    fig = modern_figure(models)
+    norm, frac, rank, div, sel, own, share, move, delta = fig.axes[:9]
+    for m in models:
+        label = f"{m['model']} ({m['family']})"
+        ys = [ln.get_ydata().tolist() for ln in norm.get_lines()]
+        assert m["token_norm"]["mean"]["value"] in ys and m["token_norm"]["p99"]["value"] in ys
+        assert lines(frac)[label].get_ydata().tolist() == m["token_norm"]["outlier_fraction"]["value"]
+        assert lines(rank)[label].get_xdata().tolist() == m["effective_rank"]["depth"]
+        assert lines(rank)[label].get_ydata().tolist() == m["effective_rank"]["value"]
+        assert lines(div)[label].get_ydata().tolist() == m["head_diversity"]["value"]
+        assert lines(sel)[label].get_ydata().tolist() == m["cls_selectivity"]["mean"]
+        assert lines(own)[label].get_ydata().tolist() == m["cls_self"]["mean"]
+        assert lines(share)[label].get_ydata().tolist() == m["positional_share"]["value"]
+        assert lines(move)[label].get_xdata().tolist() == [1, 2, 3]
+        assert lines(move)[label].get_ydata().tolist() == m["movement_coherence"]["mean"]
+        attn = [ln for ln in delta.get_lines() if ln.get_xdata().tolist() == [1, 2, 3]]
+        assert m["delta_log_amplitude_attn"]["value"] in [ln.get_ydata().tolist() for ln in attn]
+        assert lines(delta)[label].get_ydata().tolist() == m["delta_log_amplitude"]["value"]
+    np.testing.assert_allclose(lines(div)["log 2 (disjoint heads)"].get_ydata(), [np.log(2)] * 2)
+    assert "4 x median" in frac.get_title() and not any(texts(ax) for ax in fig.axes)
+    assert fig._suptitle is not None and "absent" not in fig._suptitle.get_text()
+    plot_modern(models, tmp_path / "m.png")
+    assert Image.open(tmp_path / "m.png").size[0] > 1000
+
+
+def test_modern_figure_says_which_keys_are_null_or_absent() -> None:
+    engine = metrics_for((4, 4), 8, "cl")  # as the dataset engine writes it: no positional share
+    engine["positional_share"] = None
+    no_cls = metrics_for((4, 4), 8, "mim", seed=1) | {"cls_selectivity": None, "cls_self": None}
+    no_cls["head_diversity"] = None
+    for m in (engine, no_cls):
+        del m["movement_coherence"]
+    fig = modern_figure([engine, no_cls])
+    _, _, rank, div, sel, own, share, move, _ = fig.axes[:9]
+    assert texts(sel) == texts(own) == "mim-4: no CLS token"
+    assert texts(div) == "mim-4: one head"
+    assert set(lines(sel)) == {"cl-4 (cl)"}  # the other model is still drawn
+    assert texts(share) == "cl-4: not computed in this run (a set statistic)"  # 2 images, but null
+    assert set(lines(share)) == {"mim-4 (mim)"}
+    assert texts(move) == "cl-4: absent from metrics.json\nmim-4: absent from metrics.json"
+    assert not move.get_lines() and move.texts[0].get_position() == (0.5, 0.5)  # nothing drawn: centred
+    assert (
+        fig._suptitle is not None
+        and "absent from metrics.json: movement_coherence" in fig._suptitle.get_text()
+    )
+    assert not texts(rank)
