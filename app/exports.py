@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from app.figures.tokens import token_points
-from app.metrics import metrics_table
+from app.metrics import MODERN_KEYS, metrics_table, modern_table
 
 PREFIX = "vitscope"
 
@@ -87,6 +87,10 @@ def curves_name(scope: str, num_images: int) -> str:
     return f"{PREFIX}_curves_{what}"
 
 
+def modern_name(scope: str, num_images: int) -> str:
+    return curves_name(scope, num_images).replace("_curves_", "_beyond-the-paper_")
+
+
 def spectrum_name(state: str, layer: int) -> str:
     return f"{PREFIX}_spectrum_{slug(state)}_block{int(layer)}"
 
@@ -133,6 +137,38 @@ def curves_files(
             _csv(header, ([r[k] for k in header] for r in rows)),
             "The same curves in long form: one row per model, metric, depth and head ('mean' = the mean "
             "over heads, with its std over images).",
+        ),
+    ]
+
+
+MODERN_ABOUT = (
+    "The per-layer analyses beyond the paper of each model, as the API's metrics object holds them "
+    "(docs/MODERN.md): token norms of the patch tokens (mean, 99th percentile, max) and the share above "
+    "4 x the image's median norm, effective rank (RankMe) of the patch tokens, head diversity (mean "
+    "Jensen-Shannon divergence between heads' patch attention), CLS selectivity (entropy of the CLS row "
+    "over the patches / log Np) and CLS self-attention, positional share (sets of 2+ images), movement "
+    "coherence (A6) and the delta log amplitude of the block outputs (x_out, depth 0 = the embedding) and "
+    "after attention (x_attn, blocks 1..L). null: the model has no CLS token, one head, or the curves are "
+    "for one image."
+)
+
+
+def modern_files(
+    per_model: dict[str, dict[str, Any]], *, scope: str, subtitle: str, images: list[str], errors: list[str]
+) -> list[ExportFile]:
+    name = modern_name(scope, len(images))
+    kept = ("model", "family", "layers", "heads", "grid", "patch_size", "num_images", *MODERN_KEYS)
+    models = {m: {k: metrics.get(k) for k in kept} for m, metrics in per_model.items()}
+    doc = {"scope": subtitle, "images": images, "models": models, "errors": errors}
+    rows = modern_table(per_model)
+    header = ["model", "metric", "depth", "head", "value", "std"]
+    return [
+        ExportFile(f"{name}.json", _json(doc), MODERN_ABOUT + f" ({subtitle})"),
+        ExportFile(
+            f"{name}.csv",
+            _csv(header, ([r[k] for k in header] for r in rows)),
+            "The same curves in long form: one row per model, metric, depth and head ('mean' = the mean "
+            "over heads, with its std over images); metric token_norm.<statistic> for the token norms.",
         ),
     ]
 

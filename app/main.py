@@ -29,6 +29,7 @@ from app.components import (
     images,
     lab,
     models,
+    modern,
     permalink,
     snapshots,
     spectrum,
@@ -75,6 +76,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     export_all.layout(),
                     attention.layout(),
                     curves.layout(),
+                    modern.layout(),
                     spectrum.layout(),
                     tokens.layout(),
                     lab.layout(ctx),
@@ -131,6 +133,7 @@ def create_dash_app(
                       export_all):  # fmt: skip
         component.register(app, ctx)
     lab.register(app, ctx)
+    modern.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
     proxy.install(app.server, ctx, prefix)
     if proxy_hops:

@@ -234,3 +234,142 @@ def delta_bin_label(per_model: dict[str, dict[str, Any]]) -> str | None:
     if len(set(labels.values())) == 1:
         return "read at " + next(iter(labels.values()))
     return "read at " + "; ".join(f"{m}: {label}" for m, label in labels.items())
+
+
+# -- the analyses beyond the paper (backend/analysis/modern.py, docs/MODERN.md) -----------------------------
+
+
+@dataclass(frozen=True)
+class ModernSpec:
+    """One curve of the "Beyond the paper" panel: a ``metrics.json`` key (and for ``token_norm`` one of its
+    statistics), and its label where a panel holds two curves per model (x_out and x_attn)."""
+
+    key: str
+    stat: str | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ModernPanel:
+    key: str  # names the panel in ``layout.meta`` and the exports
+    title: str
+    unit: str
+    curves: tuple[ModernSpec, ...]
+    depth_axis: bool  # x is the depth 0..L (0 = the embedding) instead of the block 1..L
+
+
+TOKEN_NORM_STATS: tuple[tuple[str, str], ...] = (("mean", "mean"), ("p99", "99th percentile"), ("max", "max"))
+LOG2 = 0.6931471805599453  # head diversity's ceiling: the JS divergence of two disjoint distributions
+# Why the API sends null for a key (the one case each does; docs/MODERN.md).
+NULL_REASONS: dict[str, str] = {
+    "head_diversity": "one head: nothing to compare",
+    "cls_selectivity": "no CLS token",
+    "cls_self": "no CLS token",
+    "positional_share": "needs a set of 2+ images (curves for the whole set)",
+}
+DELTA_OUT = ModernSpec("delta_log_amplitude", label="x_out")
+DELTA_ATTN = ModernSpec("delta_log_amplitude_attn", label="x_attn")
+MODERN_KEYS: tuple[str, ...] = (
+    "token_norm",
+    "effective_rank",
+    "head_diversity",
+    "cls_selectivity",
+    "cls_self",
+    "positional_share",
+    "movement_coherence",
+    "delta_log_amplitude",
+    "delta_log_amplitude_attn",
+)
+
+
+def modern_panels(norm_stat: str = "mean") -> tuple[ModernPanel, ...]:
+    """The panel's nine plots in order (row-major, 3 x 3); ``norm_stat``: the token norm's statistic."""
+    stat = norm_stat if norm_stat in dict(TOKEN_NORM_STATS) else "mean"
+    return (
+        ModernPanel(
+            "token_norm",
+            f"Token norm ({dict(TOKEN_NORM_STATS)[stat]})",
+            "L2",
+            (ModernSpec("token_norm", stat),),
+            True,
+        ),
+        ModernPanel(
+            "outlier_fraction",
+            "High-norm tokens",
+            "share above the factor × median",
+            (ModernSpec("token_norm", "outlier_fraction"),),
+            True,
+        ),
+        ModernPanel("effective_rank", "Effective rank (RankMe)", "", (ModernSpec("effective_rank"),), True),
+        ModernPanel("head_diversity", "Head diversity (JS)", "nats", (ModernSpec("head_diversity"),), False),
+        ModernPanel(
+            "cls_selectivity", "CLS selectivity", "entropy / log Np", (ModernSpec("cls_selectivity"),), False
+        ),
+        ModernPanel("cls_self", "CLS attention to itself", "A[0, 0]", (ModernSpec("cls_self"),), False),
+        ModernPanel("positional_share", "Positional share", "", (ModernSpec("positional_share"),), True),
+        ModernPanel(
+            "movement_coherence", "Movement coherence (A6)", "", (ModernSpec("movement_coherence"),), False
+        ),
+        ModernPanel(
+            "delta_log_amplitude", "Δ log amplitude", "x_out ●, x_attn ◇", (DELTA_OUT, DELTA_ATTN), True
+        ),
+    )
+
+
+def read_modern(metrics: dict[str, Any], spec: ModernSpec) -> Curve | None:
+    """One curve as the API sends it, or None when the key is absent or null (``modern_missing`` says why).
+
+    Shapes: ``{"depth", "value", "std"?}`` (token norm's statistics: ``{"value", "std"}`` under a ``depth``
+    of their own), or ``{"mean", "std", "per_head"?}`` per block ``1..L``."""
+    raw = metrics.get(spec.key)
+    if not isinstance(raw, dict):
+        return None
+    block = raw.get(spec.stat) if spec.stat else raw
+    if not isinstance(block, dict):
+        return None
+    depth = raw.get("depth") if spec.stat else block.get("depth")
+    mean = _floats(block["value"] if "value" in block else block["mean"])
+    x = [int(d) for d in depth] if isinstance(depth, list) else list(range(1, len(mean) + 1))
+    std = _floats(block["std"]) if block.get("std") else None
+    per_head = [_floats(row) for row in block["per_head"]] if block.get("per_head") else None
+    return Curve(x=x, mean=mean, std=std, per_head=per_head)
+
+
+def modern_missing(metrics: dict[str, Any], spec: ModernSpec) -> str:
+    """Why a model has no curve for ``spec``: the API's null (``NULL_REASONS``), or the key is absent."""
+    if spec.key in metrics and metrics[spec.key] is None:
+        return NULL_REASONS.get(spec.key, f"{spec.key} is null")
+    return f"its metrics have no {spec.key}"
+
+
+def outlier_factor(per_model: dict[str, dict[str, Any]]) -> float | None:
+    """The factor of the high-norm share (``token_norm.outlier_factor``, 4 in the API), once if all agree."""
+    factors = {
+        float(raw["outlier_factor"])
+        for m in per_model.values()
+        if isinstance(raw := m.get("token_norm"), dict) and raw.get("outlier_factor") is not None
+    }
+    return next(iter(factors)) if len(factors) == 1 else None
+
+
+def modern_table(per_model: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long-form rows ``model, metric, depth, head, value, std`` of the panel's curves, for CSV export
+    (``metric``: the key, ``token_norm.<statistic>`` for token norms)."""
+    specs = [ModernSpec("token_norm", s) for s in ("mean", "p99", "max", "outlier_fraction")]
+    specs += [ModernSpec(k) for k in MODERN_KEYS if k != "token_norm"]
+    rows: list[dict[str, Any]] = []
+    for model, metrics in per_model.items():
+        for spec in specs:
+            curve = read_modern(metrics, spec)
+            if curve is None:
+                continue
+            name = f"{spec.key}.{spec.stat}" if spec.stat else spec.key
+            for i, x in enumerate(curve.x):
+                std = curve.std[i] if curve.std else ""
+                row = {"model": model, "metric": name, "depth": x, "head": "mean", "value": curve.mean[i]}
+                rows.append({**row, "std": std})
+                for h, v in enumerate(curve.per_head[i] if curve.per_head else []):
+                    rows.append(
+                        {"model": model, "metric": name, "depth": x, "head": h, "value": v, "std": ""}
+                    )
+    return rows

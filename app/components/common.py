@@ -24,8 +24,14 @@ def aria(**attrs: str) -> dict[str, Any]:
 
 
 # The Learn notes that end with what the selected models show (computed from their numbers): note -> the id
-# of that part, filled by a callback (curves and attention: app.components.claims; spectrum: its panel).
-LIVE_NOTES: dict[str, str] = {"curves": "crv-live", "spectrum": "spc-live", "attention": "att-live"}
+# of that part, filled by a callback (curves and attention: app.components.claims; spectrum and modern:
+# their panels).
+LIVE_NOTES: dict[str, str] = {
+    "curves": "crv-live",
+    "spectrum": "spc-live",
+    "attention": "att-live",
+    "modern": "mod-live",
+}
 
 
 def learn(name: str, summary: str = "Learn: what this shows and what the paper found") -> html.Details:
