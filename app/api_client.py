@@ -240,12 +240,21 @@ class ApiClient:
         )
 
     def attention(
-        self, image_id: str, model: str, layer: int, head: int | str, query: int | str
+        self,
+        image_id: str,
+        model: str,
+        layer: int,
+        head: int | str,
+        query: int | str,
+        rollout: bool = False,
     ) -> dict[str, Any]:
+        """``rollout``: the attention rollout through block ``layer`` (the API wants ``head`` "mean" then)."""
         path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/attention"
-        params = {"model": model, "layer": layer, "head": head, "query": query}
+        params: dict[str, Any] = {"model": model, "layer": layer, "head": head, "query": query}
+        if rollout:
+            params["rollout"] = "true"
         return self._cached(
-            ("attention", image_id, model, layer, str(head), str(query)),
+            ("attention", image_id, model, layer, str(head), str(query), rollout),
             lambda: self._json("GET", path, params=params),
         )
 
@@ -274,6 +283,14 @@ class ApiClient:
         path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/pca"
         params = {"model": model, "layer": layer}
         return self._cached(("pca", image_id, model, layer), lambda: self._json("GET", path, params=params))
+
+    def token_norms(self, image_id: str, model: str, layer: int) -> dict[str, Any]:
+        """``GET /images/{id}/token_norms``: the patch tokens' norms (``map``), outliers and the prefix's."""
+        path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/token_norms"
+        params = {"model": model, "layer": layer}
+        return self._cached(
+            ("token_norms", image_id, model, layer), lambda: self._json("GET", path, params=params)
+        )
 
     def perturb(self, image_id: str, body: dict[str, Any], *, client: str | None = None) -> dict[str, Any]:
         """``POST /images/{id}/perturb``: the new image's upload record (a new image id)."""

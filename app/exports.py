@@ -69,10 +69,22 @@ def query_label(query: object, grid: tuple[int, int] | list[int] | None) -> str:
 
 
 def attention_name(
-    model: str, layer: int, head: object, query: object, grid: tuple[int, int] | list[int] | None
+    model: str,
+    layer: int,
+    head: object,
+    query: object,
+    grid: tuple[int, int] | list[int] | None,
+    rollout: bool = False,
 ) -> str:
-    """``vitscope_<model>_block12_head-mean_query-r3c10`` (no extension): what one attention map shows."""
-    return "_".join([PREFIX, slug(model), f"block{int(layer)}", head_label(head), query_label(query, grid)])
+    """``vitscope_<model>_block12_head-mean_query-r3c10`` (no extension): what one attention map shows;
+    ``..._block12_rollout_query-cls`` for the rollout through block 12."""
+    how = "rollout" if rollout else head_label(head)
+    return "_".join([PREFIX, slug(model), f"block{int(layer)}", how, query_label(query, grid)])
+
+
+def norms_name(model: str, layer: int) -> str:
+    """``vitscope_<model>_block12_token-norms``: a token-norm map (the output of block 12)."""
+    return "_".join([PREFIX, slug(model), f"block{int(layer)}", "token-norms"])
 
 
 def figure_name(meta: dict[str, Any] | None, fallback: str) -> str:

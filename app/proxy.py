@@ -1,6 +1,6 @@
 """The UI server's own routes under ``/_vitscope/`` (beside Dash's); they call the API with its token.
 
-- ``GET /_vitscope/attention``: one attention map for the page's script (the click fast path);
+- ``GET /_vitscope/attention``: one attention map (or rollout) for the page's script (the click fast path);
 - ``POST /_vitscope/upload``: one image file from the drop zone, passed on to ``POST /images``;
 - ``GET /_vitscope/jobs/<id>``: a job's progress (model downloads), for the page's progress bar;
 - ``GET /_vitscope/work``: the set work under way (``done`` of ``total`` images), for the page's status line.
@@ -22,6 +22,7 @@ from app.exports import attention_name
 from app.state import head_param, image_id, model_id
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+SET_WORK = ("set-metrics", "embeddings", "set-cka", "set-pca")  # the set jobs the page's status line names
 # What the Flask server under Dash serves; everything else is a 404 (not the dashboard for a mistyped path).
 SERVED_PREFIXES = ("/_dash-", "/_vitscope/", "/assets/", "/_favicon", "/_reload-hash", "/_alive")
 
@@ -66,16 +67,18 @@ def install(server: flask.Flask, ctx: AppContext, prefix: str) -> None:
             return json_error(400, "bad_request", "layer must be a whole number (1-based block)")
         raw_query = args.get("query", "cls")
         query: int | str = int(raw_query) if raw_query.isdigit() else "cls"
+        rollout = args.get("rollout", "false") == "true"
         try:
             refused = ctx.refusal(image, model)
             if refused:
                 return json_error(403, "class_mode", refused)
             head = head_param(args.get("head", "mean"))
-            body = ctx.client.attention(image, model, layer, head, query)
+            body = ctx.client.attention(image, model, layer, head, query, rollout)
         except ApiError as exc:
             return _api_error(exc)
         # What an export of the redrawn map is called (the script keeps it in the figure's layout.meta).
-        return flask.jsonify({**body, "filename": attention_name(model, layer, head, query, body["grid"])})
+        name = attention_name(model, layer, head, query, body["grid"], rollout)
+        return flask.jsonify({**body, "filename": name})
 
     @server.route("/_vitscope/upload", methods=["POST"])
     def upload() -> Any:
@@ -126,6 +129,6 @@ def install(server: flask.Flask, ctx: AppContext, prefix: str) -> None:
         running = [
             {"kind": j["kind"], "description": j["description"], "done": j["done"], "total": j["total"]}
             for j in jobs
-            if j["status"] in ("queued", "running") and j["kind"] in ("set-metrics", "embeddings")
+            if j["status"] in ("queued", "running") and j["kind"] in SET_WORK
         ]
         return flask.jsonify({"work": running})

@@ -1,9 +1,11 @@
 """The view state a permalink carries, its query-string form, and the checks of every value the page stores.
 
 ``?images=<sha>,<sha>&name=cat.png&name=dog.png&active=0&models=a,b&layer=6&head=mean&query=cls&opacity=0.6``
-``&spectrum=out&projection=pca&open=heads,tokens`` (``query=R,C`` is a patch given as fractions of the model
-input's height and width, so it names the same place of the image for models whose patch grids differ;
-``query=cls`` the CLS token). Anything malformed is dropped, never an error: a hand-edited link still opens.
+``&rollout=1&query2=0.3,0.7&spectrum=out&projection=pca&open=heads,tokens`` (``query=R,C`` is a patch given as
+fractions of the model input's height and width, so it names the same place of the image for models whose
+patch grids differ; ``query=cls`` the CLS token; ``query2`` the attention panel's second query, absent when
+there is none; ``rollout=1`` the rollout maps). Anything malformed is dropped, never an error: a hand-edited
+link still opens.
 
 The browser's stores can be forged (plain JSON the page sends back), so every callback reads image ids
 and model ids through :func:`image_id`, :func:`clean_images` and :func:`clean_models` before they reach an API
@@ -26,7 +28,7 @@ IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")  # the API's image id: the sha256 of th
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_.:/+-]{1,200}$")
 SPECTRUM_STATES = ("out", "attn")  # as app.components.spectrum offers them
 PROJECTIONS = ("pca", "tsne")
-PANELS = ("heads", "tokens")  # parts of the page opened on demand (disclosures)
+PANELS = ("heads", "tokens", "norms")  # parts of the page opened on demand (disclosures)
 DEFAULT_OPACITY = 0.6
 
 
@@ -118,6 +120,15 @@ class Query:
         return "cls" if self.y is None or self.x is None else f"{self.y:.4g},{self.x:.4g}"
 
     @staticmethod
+    def second(value: Any) -> Query | None:
+        """The second query from its store or link form: ``"cls"``, ``{"y", "x"}`` or ``"y,x"``; None (no
+        second query) for anything else."""
+        if value == "cls":
+            return Query()
+        q = Query.from_param(value) if isinstance(value, str) else Query.from_store(value)
+        return None if q.is_cls else q
+
+    @staticmethod
     def from_param(text: str) -> Query:
         parts = text.split(",")
         if len(parts) != 2:
@@ -137,6 +148,8 @@ class ViewState:
     layer: int | None = None
     head: str = "mean"
     query: Query = field(default_factory=Query)
+    query2: Query | None = None  # the attention panel's second row of maps (None: no second row)
+    rollout: bool = False  # the attention maps show the rollout through the chosen block
     opacity: float = DEFAULT_OPACITY
     spectrum: str = SPECTRUM_STATES[0]
     projection: str = PROJECTIONS[0]
@@ -156,6 +169,10 @@ class ViewState:
             params.append(("layer", str(self.layer)))
         params.append(("head", self.head))
         params.append(("query", self.query.to_param()))
+        if self.query2 is not None:
+            params.append(("query2", self.query2.to_param()))
+        if self.rollout:
+            params.append(("rollout", "1"))
         if self.opacity != DEFAULT_OPACITY:
             params.append(("opacity", f"{self.opacity:.2f}"))
         if self.spectrum != SPECTRUM_STATES[0]:
@@ -194,6 +211,8 @@ class ViewState:
         if head == "mean" or (head.isdigit() and int(head) < 1000):
             state.head = head
         state.query = Query.from_param(one("query"))
+        state.query2 = Query.second(one("query2"))
+        state.rollout = one("rollout") in ("1", "true")
         try:
             opacity = float(one("opacity") or DEFAULT_OPACITY)
         except ValueError:

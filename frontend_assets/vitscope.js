@@ -40,7 +40,7 @@
   }
 
   // --- the click-to-maps fast path ------------------------------------------------------------------------
-  var fast = { seq: 0 };
+  var fast = { seq: 0, shift: false, refused: {} };
 
   function prefix() {
     if (fast.prefix !== undefined) return fast.prefix;
@@ -55,10 +55,11 @@
     return fast.prefix;
   }
 
-  /* The drawn attention maps, in column order (column i holds {"type": "att-graph", "index": i}). */
+  /* The drawn attention maps of the first query, in column order (column i holds {"type": "att-graph",
+   * "index": i}); the second query's row (#att-grid2) is drawn by the server. */
   function attentionGraphs() {
     var out = [];
-    document.querySelectorAll(".att-grid .att-col").forEach(function (col, i) {
+    document.querySelectorAll("#att-grid > .att-col").forEach(function (col, i) {
       var gd = col.querySelector(".js-plotly-plot");
       if (!gd || !gd.data || !gd.data.length || !gd.layout || !gd.layout.meta || !gd.layout.meta.image) return;
       out.push({ slot: i, gd: gd });
@@ -79,14 +80,15 @@
   }
 
   function describe(meta, index) {
-    var head = meta.head === "mean" ? "mean of heads" : "head " + meta.head;
+    var head = meta.rollout ? null : meta.head === "mean" ? "mean of heads" : "head " + meta.head;
     var q = "CLS query";
     if (index !== "cls") {
       var r = Math.floor(index / meta.grid[1]);
       var c = index % meta.grid[1];
       q = "query patch (" + r + ", " + c + ") = #" + index;
     }
-    return "block " + meta.layer + " · " + head + " · " + q;
+    var what = meta.rollout ? "rollout to block " + meta.layer : "block " + meta.layer + " · " + head;
+    return what + " · " + q;
   }
 
   function queryShape(meta, index) {
@@ -120,7 +122,8 @@
       var m = g.gd.layout.meta;
       var index = queryIndex(query, m.grid);
       var url = base + "image=" + encodeURIComponent(m.image) + "&model=" + encodeURIComponent(m.model) +
-        "&layer=" + m.layer + "&head=" + encodeURIComponent(m.head) + "&query=" + index;
+        "&layer=" + m.layer + "&head=" + encodeURIComponent(m.head) + "&query=" + index +
+        (m.rollout ? "&rollout=true" : "");
       return fetch(url, { credentials: "same-origin" })
         .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
         .catch(function (e) { return { ok: false, body: { error: { message: "the UI server did not answer: " + e } } }; })
@@ -130,13 +133,23 @@
       results.forEach(function (x) {
         var now = x.g.gd.layout && x.g.gd.layout.meta;
         if (!now || now.model !== x.meta.model || now.layer !== x.meta.layer || now.head !== x.meta.head ||
-            now.image !== x.meta.image) return; // redrawn for another layer, head or image meanwhile
+            now.image !== x.meta.image || now.rollout !== x.meta.rollout) return; // redrawn meanwhile
+        var title = String((x.g.gd.layout.title && x.g.gd.layout.title.text) || "").split("<br>")[0];
         if (!x.res.ok || !x.res.body || !x.res.body.map) {
+          // Refused (a CLS query of a model without CLS): the API's message, and no map of another query.
           var err = x.res.body && x.res.body.error;
           setMessage(x.g.slot, (err && err.message) || "no map for this query");
+          fast.refused[x.g.slot] = true;
+          var none = Object.assign({}, x.meta, { query: x.index });
+          window.Plotly.update(x.g.gd, { z: [[]] }, {
+            shapes: [], "title.text": title + "<br><sup>" + describe(none, x.index) + ": no map</sup>", meta: none,
+          });
           return;
         }
-        var title = String((x.g.gd.layout.title && x.g.gd.layout.title.text) || "").split("<br>")[0];
+        if (fast.refused[x.g.slot]) { // the refusal's message goes with the map it stood for
+          setMessage(x.g.slot, null);
+          delete fast.refused[x.g.slot];
+        }
         var meta = Object.assign({}, x.meta, { query: x.index, filename: x.res.body.filename });
         window.Plotly.update(x.g.gd, { z: [x.res.body.map] }, {
           shapes: queryShape(meta, x.index),
@@ -157,6 +170,10 @@
     return promise.then(function () { return outputs; }, function () { return outputs; });
   }
 
+  /* Whether the last press on the page held Shift: a Shift+click on a map sets the second query instead (read
+   * in the capture phase, before Plotly and Dash see the click). */
+  document.addEventListener("mousedown", function (ev) { fast.shift = !!ev.shiftKey; }, true);
+
   /* Start fetching on Plotly's own click event, before Dash has turned it into clickData (the Dash callback
    * that follows finds the same query on its way and only waits for it). */
   function hookClicks() {
@@ -167,7 +184,7 @@
       gd.on("plotly_click", function (ev) {
         var p = ev && ev.points && ev.points[0];
         var meta = p && p.fullData && this.layout && this.layout.meta;
-        if (!meta || !meta.grid) return;
+        if (!meta || !meta.grid || fast.shift) return;
         var rc = cellAt(meta, p.x, p.y);
         showQuery(centreOf(rc[0], rc[1], { grid: meta.grid }));
       }.bind(gd));
@@ -417,14 +434,14 @@
     /* Overlay opacity, in the browser only: a restyle of the drawn maps while the handle moves. */
     setOpacity: function (opacity) {
       if (opacity === null || opacity === undefined) return noUpdate();
-      attentionGraphs().forEach(function (g) {
-        window.Plotly.restyle(g.gd, { opacity: opacity }, [0]);
+      document.querySelectorAll(".att-grid > .att-col .js-plotly-plot").forEach(function (gd) {
+        if (gd.data && gd.data.length) window.Plotly.restyle(gd, { opacity: opacity }, [0]);
       });
       return opacity;
     },
 
     /* (clickData of every column, CLS clicks, row, col, query) -> [query, row, col]. The boxes name a patch
-     * of the first column's grid. */
+     * of the first column's grid. A Shift+click sets the second query (att-query2) instead. */
     queryControl: function (clicks, clsClicks, row, col, query) {
       var nu = noUpdate();
       var trig = triggeredId();
@@ -436,6 +453,10 @@
         if (!cd || !cd.points || !cd.points.length || !g) return [nu, nu, nu];
         var rc = cellAt(g.gd.layout.meta, cd.points[0].x, cd.points[0].y);
         var q = centreOf(rc[0], rc[1], g.gd.layout.meta);
+        if (fast.shift) { // Shift+click: this place becomes the second query (its row is drawn by the server)
+          setProps("att-query2", { data: q });
+          return [nu, nu, nu];
+        }
         var box = rowCol(q, first);
         return after(showQuery(q), [q, box[0], box[1]]);
       }

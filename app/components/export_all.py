@@ -168,7 +168,13 @@ def collect(
     answers = client.parallel(
         [
             partial(
-                client.attention, m["image"], m["model"], int(m["layer"]), head_param(m["head"]), m["query"]
+                client.attention,
+                m["image"],
+                m["model"],
+                int(m["layer"]),
+                head_param(m["head"]),
+                m["query"],
+                m.get("rollout") is True,
             )
             for m in shown
         ]

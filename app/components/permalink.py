@@ -1,5 +1,6 @@
 """The address bar holds the view (``app.state.ViewState``): images and their names, models, layer, head,
-query, opacity, the spectrum's tokens, the projection and the open panels.
+query, the second query, the rollout toggle, opacity, the spectrum's tokens, the projection and the open
+panels.
 
 Reading (``restore``): when the page opens, on Back and Forward (``dcc.Location`` hears ``popstate``), and for
 the "Try the demo" preset (on the first visit, and on its button). Writing: the server turns the view into its
@@ -14,6 +15,7 @@ from typing import Any
 from dash import ClientsideFunction, Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
+from app.components.attention import QUERY2_STORE, ROLLOUT, is_rollout, rollout_value
 from app.components.common import IMG_STORE, MDL_CATALOG, MDL_STORE, QUERY_STORE, URL_READY
 from app.components.images import demo_images
 from app.components.models import check_id, demo_models
@@ -24,7 +26,7 @@ from app.state import DEFAULT_OPACITY, PANELS, Query, ViewState, clean_images, c
 SEARCH_STORE = "url-search"  # the view's query string, as the server writes it
 VISITED = "url-visited"  # in the browser's localStorage: the demo preset loads only on the first visit
 # Disclosures the link can open: (panel name in the link, the disclosure's prefix).
-DISCLOSURES = (("heads", "att-heads"), ("tokens", "tok"))
+DISCLOSURES = (("heads", "att-heads"), ("tokens", "tok"), ("norms", "att-norms"))
 assert tuple(p for p, _ in DISCLOSURES) == PANELS
 # What the view is made of, in the order ``view_of`` takes it.
 VIEW_STATES = (
@@ -33,6 +35,8 @@ VIEW_STATES = (
     State("ctl-layer", "value"),
     State("ctl-head", "value"),
     State(QUERY_STORE, "data"),
+    State(QUERY2_STORE, "data"),
+    State(ROLLOUT, "value"),
     State("ctl-opacity", "value"),
     State("spc-state", "value"),
     State("tok-method", "value"),
@@ -57,6 +61,8 @@ def view_of(
     layer: int | None,
     head: Any,
     query: Any,
+    query2: Any,
+    rollout: Any,
     opacity: float | None,
     spectrum: str | None,
     projection: str | None,
@@ -75,6 +81,8 @@ def view_of(
             layer=int(layer) if layer is not None else None,
             head=str(head if head is not None else "mean"),
             query=Query.from_store(query),
+            query2=Query.second(query2),
+            rollout=is_rollout(rollout),
             opacity=round(float(opacity if opacity is not None else DEFAULT_OPACITY), 2),
             spectrum=spectrum or "out",
             projection=projection or "pca",
@@ -103,7 +111,7 @@ def restore(
         raise PreventUpdate  # the address caught up with the view (vitscope.writeUrl)
     # The demo preset: on its button, or on a first visit to the bare address (a link always wins).
     demo = trigger == "img-demo" or (not visited and not (search or "").strip("?"))
-    n_out = 2 + len(FAMILIES) + 9 + len(DISCLOSURES)
+    n_out = 2 + len(FAMILIES) + 11 + len(DISCLOSURES)
     if not demo and not state.images and not state.models and state.layer is None:
         return *([no_update] * (n_out - 3)), True, no_update, True
     if catalog is None:
@@ -143,6 +151,8 @@ def restore(
         state.layer if state.layer is not None else no_update,
         state.head,
         state.query.to_store(),
+        None if state.query2 is None else state.query2.to_store(),
+        rollout_value(state.rollout),
         state.opacity,
         state.spectrum,
         state.projection,
@@ -161,6 +171,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Output("ctl-layer", "value"),
         Output("ctl-head", "value"),
         Output(QUERY_STORE, "data", allow_duplicate=True),
+        Output(QUERY2_STORE, "data", allow_duplicate=True),
+        Output(ROLLOUT, "value"),
         Output("ctl-opacity", "value"),
         Output("spc-state", "value"),
         Output("tok-method", "value"),

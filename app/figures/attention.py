@@ -3,8 +3,8 @@
 Coordinates are pixels of the model input: the heatmap's cell (row, col) is centred at
 ``((col + 0.5) * P, (row + 0.5) * P)`` and covers ``[row*P, (row+1)*P) x [col*P, (col+1)*P)``
 (ANALYSES.md A1, drawing note), the y axis points down like the image's rows. ``layout.meta`` carries what the
-map shows (image, model, grid, patch, layer, head, query): the page's script redraws a new query from it
-without a Dash round trip.
+map shows (image, model, grid, patch, layer, head, query, rollout): the page's script redraws a new query from
+it without a Dash round trip.
 """
 
 from __future__ import annotations
@@ -57,10 +57,37 @@ def query_shape(
     ]
 
 
-def describe(layer: int, head: int | str, rc: tuple[int, int] | None, grid: tuple[int, int]) -> str:
+def describe(
+    layer: int, head: int | str, rc: tuple[int, int] | None, grid: tuple[int, int], rollout: bool = False
+) -> str:
     head_text = "mean of heads" if str(head) == "mean" else f"head {head}"
     query_text = "CLS query" if rc is None else f"query patch ({rc[0]}, {rc[1]}) = #{rc[0] * grid[1] + rc[1]}"
-    return f"block {layer} · {head_text} · {query_text}"
+    what = f"rollout to block {layer}" if rollout else f"block {layer} · {head_text}"
+    return f"{what} · {query_text}"
+
+
+def _meta(
+    image: str,
+    model: str,
+    grid: tuple[int, int],
+    patch: int,
+    layer: int,
+    head: int | str,
+    rc: tuple[int, int] | None,
+    rollout: bool,
+) -> dict[str, Any]:
+    query = _query_meta(rc, grid[1])
+    return dict(
+        image=image,
+        model=model,
+        grid=list(grid),
+        patch=patch,
+        layer=layer,
+        head=str(head),
+        query=query,
+        rollout=rollout,
+        filename=attention_name(model, layer, head, query, grid, rollout),
+    )
 
 
 def attention_figure(
@@ -76,6 +103,7 @@ def attention_figure(
     head: int | str,
     rc: tuple[int, int] | None,
     opacity: float,
+    rollout: bool = False,
 ) -> go.Figure:
     h, w = grid
     fig = go.Figure(
@@ -109,22 +137,15 @@ def attention_figure(
     fig.update_layout(
         **base_layout(margin=dict(l=8, r=8, t=52, b=8)),
         title=dict(
-            text=f"{title}<br><sup>{describe(layer, head, rc, grid)}</sup>", x=0.02, font=dict(size=13)
+            text=f"{title}<br><sup>{describe(layer, head, rc, grid, rollout)}</sup>",
+            x=0.02,
+            font=dict(size=13),
         ),
         images=images,
         shapes=query_shape(rc, patch),
         xaxis=dict(range=[0, w * patch], visible=False, constrain="domain", fixedrange=True),
         yaxis=dict(range=[h * patch, 0], visible=False, scaleanchor="x", constrain="domain", fixedrange=True),
-        meta=dict(
-            image=image,
-            model=model,
-            grid=[h, w],
-            patch=patch,
-            layer=layer,
-            head=str(head),
-            query=_query_meta(rc, w),
-            filename=attention_name(model, layer, head, _query_meta(rc, w), grid),
-        ),
+        meta=_meta(image, model, grid, patch, layer, head, rc, rollout),
         uirevision=model,
         height=360,
         dragmode=False,
@@ -149,22 +170,14 @@ def patch_update(
     opacity: float,
     image: str,
     model: str,
+    rollout: bool = False,
 ) -> Any:
     """Fill a ``dash.Patch`` of an attention figure with a new map: only the numbers travel."""
     patch_obj["data"][0]["z"] = amap
     patch_obj["data"][0]["opacity"] = opacity
     patch_obj["layout"]["shapes"] = query_shape(rc, patch)
-    patch_obj["layout"]["title"]["text"] = f"{title}<br><sup>{describe(layer, head, rc, grid)}</sup>"
-    patch_obj["layout"]["meta"] = dict(
-        image=image,
-        model=model,
-        grid=list(grid),
-        patch=patch,
-        layer=layer,
-        head=str(head),
-        query=_query_meta(rc, grid[1]),
-        filename=attention_name(model, layer, head, _query_meta(rc, grid[1]), grid),
-    )
+    patch_obj["layout"]["title"]["text"] = f"{title}<br><sup>{describe(layer, head, rc, grid, rollout)}</sup>"
+    patch_obj["layout"]["meta"] = _meta(image, model, grid, patch, layer, head, rc, rollout)
     return patch_obj
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 T = TypeVar("T")
@@ -77,8 +78,8 @@ def tick_model(driver: WebDriver, model_id: str) -> None:
         box.click()
 
 
-def click_patch(driver: WebDriver, graph_id: str, row: int, col: int) -> None:
-    """Click the centre of patch (row, col) of an attention map, like a user with a mouse."""
+def click_patch(driver: WebDriver, graph_id: str, row: int, col: int, *, shift: bool = False) -> None:
+    """Click the centre of patch (row, col) of an attention map, like a user with a mouse (holding Shift)."""
     gd = driver.find_element(By.CSS_SELECTOR, f"{_css(graph_id)} .js-plotly-plot")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", gd)
     time.sleep(0.2)
@@ -94,9 +95,8 @@ def click_patch(driver: WebDriver, graph_id: str, row: int, col: int) -> None:
         row,
         col,
     )
-    ActionChains(driver).move_to_element_with_offset(
-        gd, int(round(x - cx)), int(round(y - cy))
-    ).click().perform()
+    chain = ActionChains(driver).move_to_element_with_offset(gd, int(round(x - cx)), int(round(y - cy)))
+    (chain.key_down(Keys.SHIFT).click().key_up(Keys.SHIFT) if shift else chain.click()).perform()
 
 
 def screenshot(driver: WebDriver, folder: Path, name: str, *, full_page: bool = True) -> Path:
