@@ -278,11 +278,14 @@ class ApiClient:
             ("similarity", image_id, model, layer, query), lambda: self._json("GET", path, params=params)
         )
 
-    def pca(self, image_id: str, model: str, layer: int) -> dict[str, Any]:
-        """``GET /images/{id}/pca``: the patch tokens' top 3 principal components as RGB (``rgb``)."""
+    def pca(self, image_id: str, model: str, layer: int, mask: bool = False) -> dict[str, Any]:
+        """``GET /images/{id}/pca``: the patch tokens' top 3 principal components as RGB (``rgb``);
+        ``mask``: of the foreground patches only (the API's rule at its default threshold)."""
         path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/pca"
-        params = {"model": model, "layer": layer}
-        return self._cached(("pca", image_id, model, layer), lambda: self._json("GET", path, params=params))
+        params: dict[str, Any] = {"model": model, "layer": layer, **({"mask": "true"} if mask else {})}
+        return self._cached(
+            ("pca", image_id, model, layer, mask), lambda: self._json("GET", path, params=params)
+        )
 
     def token_norms(self, image_id: str, model: str, layer: int) -> dict[str, Any]:
         """``GET /images/{id}/token_norms``: the patch tokens' norms (``map``), outliers and the prefix's."""
@@ -317,6 +320,20 @@ class ApiClient:
         return self._cached(
             ("embeddings", set_id, model, layer, method), lambda: self._json("GET", path, params=params)
         )
+
+    def set_pca(self, set_id: str, model: str, layer: int, mask: bool = False) -> dict[str, Any]:
+        """``GET /sets/{id}/pca``: one PCA fitted on the whole set, a picture per image (``rgb``)."""
+        path = f"/sets/{segment(set_id, 'set id', _SET_ID)}/pca"
+        params: dict[str, Any] = {"model": model, "layer": layer, **({"mask": "true"} if mask else {})}
+        return self._cached(
+            ("set-pca", set_id, model, layer, mask), lambda: self._json("GET", path, params=params)
+        )
+
+    def cka(self, set_id: str, model_a: str, model_b: str) -> dict[str, Any]:
+        """``GET /sets/{id}/cka``: linear CKA between every depth of two models, with its permutation null."""
+        path = f"/sets/{segment(set_id, 'set id', _SET_ID)}/cka"
+        params = {"model_a": model_a, "model_b": model_b}
+        return self._cached(("cka", set_id, model_a, model_b), lambda: self._json("GET", path, params=params))
 
     def reference(self) -> dict[str, Any]:
         """``GET /reference``: the paper's published curves (static, so kept once fetched)."""

@@ -23,6 +23,7 @@ from app import proxy
 from app.api_client import ApiClient
 from app.components import (
     attention,
+    cka,
     controls,
     curves,
     export_all,
@@ -79,6 +80,7 @@ def build_layout(ctx: AppContext) -> html.Div:
                     modern.layout(),
                     spectrum.layout(),
                     tokens.layout(),
+                    cka.layout(),
                     lab.layout(ctx),
                 ],
                 className="page",
@@ -133,6 +135,7 @@ def create_dash_app(
                       export_all):  # fmt: skip
         component.register(app, ctx)
     lab.register(app, ctx)
+    cka.register(app, ctx)
     modern.register(app, ctx)
     app.server.config["VITSCOPE_API_URL"] = ctx.client.base
     proxy.install(app.server, ctx, prefix)

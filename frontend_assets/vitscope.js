@@ -355,7 +355,8 @@
 
   function describeWork(list) {
     return list.map(function (j) {
-      var count = j.kind === "set-metrics" ? ": " + j.done + " of " + j.total + " images" : "";
+      var count = j.kind === "set-metrics" ? ": " + j.done + " of " + j.total + " images"
+        : j.kind === "set-cka" || j.kind === "set-pca" ? ": " + j.done + " of " + j.total + " steps" : "";
       return j.description + count;
     }).join(" · ");
   }

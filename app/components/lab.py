@@ -1,8 +1,10 @@
 """Patch features and the frequency lab.
 
 Per chosen model, at the shared block (the output of block K): the patch tokens' top 3 principal components as
-RGB (``GET /images/{id}/pca``) and the cosine similarity of one patch's token to every patch
-(``GET /images/{id}/similarity``). The patch is the attention panel's query, or a click on any map here.
+RGB, fitted on the shown image (``GET /images/{id}/pca``) or on every image shown (``POST /sets``, then
+``GET /sets/{id}/pca``), optionally of the foreground patches only (``mask=true``), and the cosine
+similarity of one patch's token to every patch (``GET /images/{id}/similarity``). The patch is the attention
+panel's query, or a click on any map here.
 The frequency lab makes a low-passed, high-passed or band-noised copy of the image
 (``POST /images/{id}/perturb``), adds it to the images and shows it: every panel then reads the new image.
 """
@@ -19,7 +21,16 @@ from plotly.subplots import make_subplots
 
 from app.api_client import ApiClient, ApiError
 from app.auth import client_address
-from app.components.common import IMG_STORE, MDL_STORE, META_STORE, QUERY_STORE, aria, error_list
+from app.components.common import (
+    IMG_STORE,
+    MDL_STORE,
+    META_STORE,
+    QUERY_STORE,
+    aria,
+    error_list,
+    loading,
+    radio_group,
+)
 from app.components.images import _add
 from app.context import AppContext
 from app.figures.style import base_layout, graph_config
@@ -28,6 +39,8 @@ from app.state import Query, clean_images, clean_models
 DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range (backend.perturb)
 KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "Band noise"}
 EMPTY = {"data": [], "layout": {"height": 60}}
+MASK_OPTION = "foreground"
+FIT_LABELS = {"image": "this image", "set": "the whole set"}
 
 
 def layout(ctx_: AppContext) -> html.Section:
@@ -36,14 +49,32 @@ def layout(ctx_: AppContext) -> html.Section:
             html.Div([html.H2("Patch features", id="lab-heading")], className="panel-head"),
             html.P(
                 "Each model's patch tokens at the chosen block: their top 3 principal components as colour "
-                "(fitted on this image), and how similar every patch's token is to the chosen patch "
-                "(cosine, -1..1). Click a patch here or in the attention maps.",
+                "(fitted on this image, or on every shown image at once: one colour code for the set), and "
+                "how similar every patch's token is to the chosen patch (cosine, -1..1). Click a patch here "
+                "or in the attention maps. The foreground mask keeps the patches whose first-component "
+                "score is above its mean (the side of its largest score) and fits the PCA on those only; the "
+                "other patches are black.",
                 className="hint",
+            ),
+            html.Div(
+                [
+                    radio_group("lab-fit", "Fit the PCA on", list(FIT_LABELS.items()), "image"),
+                    dcc.Checklist(
+                        id="lab-mask",
+                        options=[{"label": "foreground mask (first component)", "value": MASK_OPTION}],
+                        value=[],
+                        inline=True,
+                        className="radio",
+                    ),
+                ],
+                className="panel-tools-row",
             ),
             dcc.Store(id="lab-query", data=None),
             dcc.Store(id="lab-traces", data=None),
             html.Div(id="lab-msg"),
-            dcc.Graph(id="lab-pca", figure=EMPTY, config=graph_config("vitscope_patch_features_pca")),
+            loading(
+                dcc.Graph(id="lab-pca", figure=EMPTY, config=graph_config("vitscope_patch_features_pca"))
+            ),
             dcc.Graph(id="lab-sim", figure=EMPTY, config=graph_config("vitscope_patch_similarity")),
             html.Div(  # class mode makes no new images: the API would answer 403
                 [
@@ -127,11 +158,73 @@ def _layers(meta: dict[str, Any], models: list[str], layer: int | None) -> dict[
     return {m: min(max(1, int(layer or 1)), int(shapes[m]["layers"])) for m in models if m in shapes}
 
 
+def image_pca(body: dict[str, Any], image: str) -> dict[str, Any]:
+    """One image's part of a PCA answer: the image's own (``fit`` image) or its picture in the set's."""
+    if body.get("fit") != "set":
+        return body
+    k = list(body["images"]).index(image)
+    foreground = body.get("foreground")
+    return {**body, "rgb": body["rgb"][k], "foreground": None if foreground is None else foreground[k]}
+
+
+def fetch_pcas(
+    client: ApiClient,
+    image: str,
+    layers: dict[str, int],
+    fit: str,
+    mask: bool,
+    image_ids: list[str],
+) -> list[dict[str, Any] | ApiError]:
+    """Each model's PCA answer for ``image`` (in ``layers``' order), fitted on it or on the set of
+    ``image_ids``; the foreground only with ``mask``."""
+    if fit == "set" and image in image_ids:
+        try:
+            set_id = client.create_set(image_ids)
+        except ApiError as exc:
+            failed = ApiError(f"cannot make a set of the {len(image_ids)} images: {exc.message}")
+            return [failed for _ in layers]
+        found = client.parallel([partial(client.set_pca, set_id, m, n, mask) for m, n in layers.items()])
+        return [p if isinstance(p, ApiError) else image_pca(p, image) for p in found]
+    return client.parallel([partial(client.pca, image, m, n, mask) for m, n in layers.items()])
+
+
+def pca_title(model: str, layer: int, body: dict[str, Any]) -> str:
+    """A PCA picture's title (two lines): the model; the block, the variance its 3 components hold and with
+    the mask the share of this image's patches kept."""
+    share = sum(float(e) for e in body["explained"])
+    title = f"{model}<br>block {layer} · 3 PCs: {share:.0%} of the variance"
+    foreground = body.get("foreground")
+    if foreground is not None:
+        kept = [bool(v) for row in foreground for v in row]
+        title += f" · foreground {sum(kept) / len(kept):.0%}"
+    return title
+
+
+def pca_subtitle(fit: str, mask: bool, num_images: int) -> str:
+    """What the PCA pictures are fitted on, in words (the figure's title)."""
+    on = f"the whole set ({num_images} images, one colour code)" if fit == "set" else "this image"
+    if not mask:
+        return f"PCA fitted on {on}"
+    return (
+        f"PCA fitted on the foreground patches of {on}: first-component score above its mean; "
+        "the other patches black"
+    )
+
+
 def figures(
-    client: ApiClient, meta: dict[str, Any], models: list[str], layer: int | None, query: Query
+    client: ApiClient,
+    meta: dict[str, Any],
+    models: list[str],
+    layer: int | None,
+    query: Query,
+    *,
+    fit: str = "image",
+    mask: bool = False,
+    image_ids: list[str] | None = None,
 ) -> tuple[Any, Any, list[str], dict[str, list[str]]]:
     """The PCA and similarity figures, one column per model (the same order as ``models``), the errors,
-    and whose each trace is (``{"pca": [model per trace], "sim": [...]}``, for the clicks)."""
+    and whose each trace is (``{"pca": [model per trace], "sim": [...]}``, for the clicks). The PCA is
+    fitted on the shown image or (``fit`` "set") on all of ``image_ids``, of the foreground with ``mask``."""
     image = meta["image"]
     grids = _grids(meta, models)
     layers = _layers(meta, models, layer)
@@ -139,7 +232,8 @@ def figures(
     owners: dict[str, list[str]] = {"pca": [], "sim": []}
     if not shown:
         return EMPTY, EMPTY, [], owners
-    pcas = client.parallel([partial(client.pca, image, m, layers[m]) for m in shown])
+    ids = list(image_ids or [image])
+    pcas = fetch_pcas(client, image, {m: layers[m] for m in shown}, fit, mask, ids)
     sims: list[Any] = [None] * len(shown)
     if not query.is_cls:
         calls = [partial(client.similarity, image, m, layers[m], int(query.index(grids[m]))) for m in shown]
@@ -151,8 +245,7 @@ def figures(
             errors.append(f"{m}: {p.message}")
             titles.append(m)
         else:
-            share = sum(float(e) for e in p["explained"])
-            titles.append(f"{m} · block {layers[m]} · 3 PCs: {share:.0%} of the variance")
+            titles.append(pca_title(m, layers[m], p))
     n = len(shown)
     pca_fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.04)
     sim_fig = make_subplots(
@@ -187,6 +280,11 @@ def figures(
             fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i if i > 1 else ''}", row=1, col=i)
     for fig in (pca_fig, sim_fig):  # the page's fonts and transparent paper (the dark theme shows through)
         fig.update_layout(**base_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10}))
+    on = pca_subtitle("set" if fit == "set" and image in ids else "image", mask, len(ids))
+    pca_fig.update_annotations(font_size=12)  # the pictures' titles
+    pca_fig.update_layout(
+        height=350, margin={"t": 90}, title={"text": on, "x": 0.01, "font": {"size": 13}}, meta={"fit": on}
+    )
     if query.is_cls:
         sim_fig = EMPTY
     return pca_fig, sim_fig, errors, owners
@@ -241,15 +339,21 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input(META_STORE, "data"),
         Input("ctl-layer", "value"),
         Input("lab-query", "data"),
+        Input("lab-fit", "value"),
+        Input("lab-mask", "value"),
+        Input(IMG_STORE, "data"),  # the set the PCA may be fitted on
         State(MDL_STORE, "data"),
     )
-    def draw(meta: Any, layer: Any, query: Any, models: Any) -> Any:
+    def draw(meta: Any, layer: Any, query: Any, fit: Any, mask: Any, images: Any, models: Any) -> Any:
         chosen = clean_models(models)
         if not meta or not meta.get("image") or not chosen or meta.get("for") != chosen:
             empty = html.Div("Patch features appear once there is an image and a model.", className="hint")
             return EMPTY, EMPTY, empty, None
         q = Query.from_store(query)
-        pca_fig, sim_fig, errors, owners = figures(client, meta, chosen, layer, q)
+        ids = clean_images(images)["ids"]
+        pca_fig, sim_fig, errors, owners = figures(
+            client, meta, chosen, layer, q, fit=str(fit), mask=MASK_OPTION in (mask or []), image_ids=ids
+        )
         hint = html.Div("Click a patch to see its similarity map.", className="hint") if q.is_cls else None
         return pca_fig, sim_fig, [hint, error_list(errors)], owners
 
