@@ -508,8 +508,10 @@
       }
       nav.replaceNext = false;
       // dcc.Location compares the address with what it last knew: tell it, so Back to any entry is heard (the
-      // server's restore sees the view unchanged and does nothing).
-      setProps("url-in", { search: search });
+      // server's restore sees the view unchanged and does nothing). All of it: a Location that has not yet
+      // reported its first href would otherwise push that older address (the bare page) over this one.
+      var loc = window.location;
+      setProps("url-in", { search: search, pathname: loc.pathname, href: loc.href, hash: loc.hash });
       return window.location.href;
     },
 

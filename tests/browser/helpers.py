@@ -42,7 +42,7 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0, ev
 
 def att_col(index: int) -> str:
     """The CSS selector of attention column ``index`` (its graph: ``{"type": "att-graph", "index": i}``)."""
-    return f".att-grid > .att-col:nth-of-type({index + 1})"
+    return f"#att-grid > .att-col:nth-of-type({index + 1})"  # the first query's row (#att-grid2: the second)
 
 
 def _css(graph: str) -> str:
