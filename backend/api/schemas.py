@@ -159,6 +159,9 @@ class SpectrumOut(BaseModel):
     delta: list[float] = Field(
         description="delta(m) = L(m, m) - L(0, 0), m = 0 .. (H + 1) // 2 - 1 (the paper's half-diagonal bins)"
     )
+    frequencies: list[list[float]] = Field(
+        description="(row, column) frequency of each delta bin in radians per patch: (2 pi m / H, 2 pi m / W)"
+    )
     delta_bin: dict[str, Any] = Field(
         description="The bin high_frequency_delta reads: index, cycles_per_image, radians_per_patch, label",
         examples=[
@@ -262,6 +265,20 @@ class EmbeddingsOut(BaseModel):
     image_index: list[int] = Field(description="Index into images of each point")
     token_index: list[int] = Field(description="Row-major patch index of each point")
     coords: list[list[float]] = Field(description="2D coordinates, one per point")
+    singular_values_centred: bool = Field(
+        description="Whether the singular values are of centred tokens: false, the raw tokens as A5 says "
+        "(the PCA projection centres its matrix; these do not)"
+    )
+    singular_values_normalized: list[list[float]] = Field(
+        description="Per image (the order of images): the singular values of its patch-token matrix "
+        "(patches x channels, the tokens the projection uses), descending, divided by its largest"
+    )
+    singular_values_mean: list[float] = Field(
+        description="The mean over images of singular_values_normalized (starts at 1)"
+    )
+    singular_values_largest: list[float] = Field(
+        description="Per image: its largest singular value, raw (normalized x largest = the raw values)"
+    )
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:

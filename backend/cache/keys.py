@@ -19,6 +19,11 @@ from backend import ANALYSIS_VERSION
 
 PREFIX = "vitscope"
 
+# A rendered view's revision: bumped when its answer gains or changes fields, so a stored body of the old
+# shape is never served (ANALYSIS_VERSION stays: no analysis changed its numbers).
+SPECTRUM_VIEW_REVISION = 2  # 2: the half-diagonal bins' `frequencies`
+EMBEDDINGS_VIEW_REVISION = 2  # 2: the `singular_values` of each image's patch tokens
+
 
 def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
@@ -120,7 +125,15 @@ def spectrum_view_key(
     *params: str | int,
 ) -> str:
     """A rendered spectrum; ``params``: the view's canonical parameters (``SpectrumView.key_parts``)."""
-    return make_key("view-spectrum", image_id, model_id, weights_digest, preprocessing, *params)
+    return make_key(
+        "view-spectrum",
+        image_id,
+        model_id,
+        weights_digest,
+        preprocessing,
+        *params,
+        f"r{SPECTRUM_VIEW_REVISION}",
+    )
 
 
 def set_metrics_view_key(
@@ -138,8 +151,17 @@ def embeddings_view_key(
     layer: int,
     method: str,
 ) -> str:
-    """The rendered 2D projection of a set's patch tokens at one layer."""
-    return make_key("view-embeddings", set_id_, model_id, weights_digest, preprocessing, int(layer), method)
+    """The rendered 2D projection of a set's patch tokens at one layer, with their singular values."""
+    return make_key(
+        "view-embeddings",
+        set_id_,
+        model_id,
+        weights_digest,
+        preprocessing,
+        int(layer),
+        method,
+        f"r{EMBEDDINGS_VIEW_REVISION}",
+    )
 
 
 def set_pca_view_key(

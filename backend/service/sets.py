@@ -323,6 +323,7 @@ class SetService:
             job.total = len(members) + 1
             tokens = await asyncio.gather(*(one(i) for i in members))
             coords = await asyncio.to_thread(_project, np.concatenate(tokens), method)
+            spectra = await asyncio.to_thread(_singular_values, tokens)
             job.advance()
             n = info.num_patches
             payload = {
@@ -335,8 +336,9 @@ class SetService:
                 "images": members,
                 "image_index": [i for i in range(len(members)) for _ in range(n)],
                 "token_index": list(range(n)) * len(members),
+                "singular_values_centred": False,
             }
-            view = render.json_view(payload, {"coords": coords})
+            view = render.json_view(payload, {"coords": coords, **spectra})
             await self.store.set(skey, view.body)
             self.hot.put(hot_key, view)
             return view
@@ -411,6 +413,26 @@ def set_values(info: ModelInfo, trace: Trace) -> list[ImageValues]:
         positions = PositionSums(sums.count, sums.total.cpu(), sums.square.cpu())
         out.append(ImageValues(metrics, values, mine, positions))
     return out
+
+
+def _singular_values(tokens: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A5's singular-value spectrum of each image's patch-token matrix (the cached tokens the projection
+    stacks; raw, not centred, as A5 says), each divided by its own largest, then the mean of those curves over
+    the images (per image first: ANALYSES.md 0); the raw largest kept per image."""
+    import torch
+
+    from backend.analysis import singular_values
+
+    z = torch.from_numpy(np.ascontiguousarray(np.stack(tokens), dtype=np.float32))
+    s = singular_values(z, num_prefix=0).double()  # the tokens come without their prefix
+    largest = s[:, :1]
+    # an all-zero token matrix has no direction: its curve is zeros, not 0 / 0
+    normalized = torch.where(largest > 0, s / largest.clamp_min(torch.finfo(s.dtype).tiny), 0.0)
+    return {
+        "singular_values_normalized": normalized.numpy(),
+        "singular_values_mean": normalized.mean(0).numpy(),
+        "singular_values_largest": largest[:, 0].numpy(),
+    }
 
 
 def _project(x: np.ndarray, method: str) -> np.ndarray:

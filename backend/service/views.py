@@ -333,7 +333,7 @@ class ViewService:
     async def _spectrum(self, v: SpectrumView, image_id: str, info: ModelInfo) -> View:
         import torch
 
-        from backend.analysis import delta_bin, half_diagonal_delta
+        from backend.analysis import delta_bin, half_diagonal_delta, half_diagonal_frequencies
 
         key = K.spectrum_key(*info.addr(image_id), v.state, v.depth)
         m = await self.captures.array(key, image_id, info, lambda b: b.spectrum[v.state][v.depth - v.first])
@@ -343,16 +343,19 @@ class ViewService:
         if v.fmt == "png":
             return await asyncio.to_thread(render.heatmap_png, m)
         delta = half_diagonal_delta(torch.from_numpy(m.astype(np.float64))).numpy()
+        grid = (int(m.shape[0]), int(m.shape[1]))
         payload = {
             "image": image_id,
             "model": info.id,
-            "grid": list(m.shape),
+            "grid": list(grid),
             "state": v.state,
             "depth": v.depth,
             "high_frequency_delta": float(delta[-1]),
-            "delta_bin": delta_bin((int(m.shape[0]), int(m.shape[1]))),
+            "delta_bin": delta_bin(grid),
         }
-        return render.json_view(payload, {"delta": delta, "map": m})
+        # the bins' (row, column) frequencies beside delta, so a client plots delta(m) without the definition
+        freqs = np.asarray(half_diagonal_frequencies(grid), dtype=np.float64)
+        return render.json_view(payload, {"delta": delta, "frequencies": freqs, "map": m})
 
 
 __all__ = [
