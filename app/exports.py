@@ -107,8 +107,16 @@ def spectrum_name(state: str, layer: int) -> str:
     return f"{PREFIX}_spectrum_{slug(state)}_block{int(layer)}"
 
 
+def spectrum_delta_name(state: str, layer: int) -> str:
+    return f"{PREFIX}_spectrum-delta_{slug(state)}_block{int(layer)}"
+
+
 def tokens_name(method: str, layer: int) -> str:
     return f"{PREFIX}_tokens_{slug(method)}_block{int(layer)}"
+
+
+def singular_values_name(layer: int) -> str:
+    return f"{PREFIX}_singular-values_block{int(layer)}"
 
 
 # -- numbers of each panel -----------------------------------------------------------------------------------
@@ -189,7 +197,10 @@ SPECTRUM_ABOUT = (
     "The 2D log-amplitude spectrum of each model's patch tokens (A4 step 5): tokens reshaped to the patch "
     "grid, FFT over the two grid axes per image and channel, log(|F| + 1e-6) taken before averaging over "
     "channels, shifted so that zero frequency is at the centre. Row/col are grid indices; frequency index "
-    "k - H//2 is that many cycles per image."
+    "k - H//2 is that many cycles per image. Along the half-diagonal (A4 steps 6-7) delta[m] = map(m, m) - "
+    "map(0, 0) in cycles from the centre, m = 0 .. (H + 1)//2 - 1, at frequencies[m] (row, column) radians "
+    "per patch; high_frequency_delta is the last bin, the value the delta log amplitude depth curve plots. "
+    "In the CSV, half_diagonal_bin and delta are filled on the half-diagonal's cells only."
 )
 
 
@@ -211,18 +222,25 @@ def spectrum_files(
         "spectra": answers,
         "errors": errors,
         "note": "map: centred (fftshift) log amplitude averaged over channels, rows = y frequency; "
-        "delta[m] = map(m, m) - map(0, 0) along the half-diagonal; high_frequency_delta = its last bin",
+        "delta[m] = map(m, m) - map(0, 0) along the half-diagonal, at frequencies[m] (row, column) radians "
+        "per patch; high_frequency_delta = its last bin",
     }
 
     def rows() -> Iterable[list[Any]]:
         for m, a in answers.items():
-            z = a["map"]
+            z, delta = a["map"], a.get("delta") or []
             h, w = len(z), len(z[0]) if z else 0
             for r, row in enumerate(z):
                 for c, v in enumerate(row):
-                    yield [m, state, depths.get(m, layer), r, c, r - h // 2, c - w // 2, v]
+                    cy, cx = r - h // 2, c - w // 2
+                    on_diagonal = cy == cx and 0 <= cx < len(
+                        delta
+                    )  # delta[m] is the cell (m, m) from the centre
+                    bin_, d = (cx, delta[cx]) if on_diagonal else ("", "")
+                    yield [m, state, depths.get(m, layer), r, c, cy, cx, v, bin_, d]
 
     header = ["model", "state", "depth", "row", "col", "cycles_y", "cycles_x", "log_amplitude"]
+    header += ["half_diagonal_bin", "delta"]
     return [
         ExportFile(f"{name}.json", _json(doc), SPECTRUM_ABOUT + f" Image {image}, state {state}."),
         ExportFile(f"{name}.csv", _csv(header, rows()), "The same spectra, one row per grid cell."),
@@ -233,7 +251,10 @@ TOKENS_ABOUT = (
     "2D projections of the raw patch tokens (prefix dropped, no normalization) of the output of the chosen "
     "block of every image in the set (A5): PCA (deterministic) or t-SNE (perplexity 20, seed 0). "
     "token_index is the patch's row-major index on the model's grid (row = token_index // W, col = "
-    "token_index % W); image_index the image's place in the set."
+    "token_index % W); image_index the image's place in the set. The JSON also holds, per model, the "
+    "singular values of each image's raw (not centred) patch-token matrix at that block, each divided by "
+    "its largest (singular_values_normalized, descending), their mean over the images (singular_values_mean, "
+    "the drawn curve) and each image's raw largest (singular_values_largest)."
 )
 
 

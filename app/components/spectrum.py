@@ -1,5 +1,6 @@
 """Compare frequency responses: the 2D log-amplitude spectrum of each model's tokens at the chosen depth
-(``GET /images/{id}/spectrum``), all on one colour scale."""
+(``GET /images/{id}/spectrum``), all on one colour scale, and below it the same answers' Δ log amplitude along
+the half-diagonal, a line per model."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.exports import spectrum_files, spectrum_name
-from app.figures.spectrum import spectrum_figure
+from app.exports import spectrum_delta_name, spectrum_files, spectrum_name
+from app.figures.spectrum import delta_figure, spectrum_figure
+from app.figures.style import model_colours
 
 STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
 
@@ -41,6 +43,7 @@ def layout() -> html.Section:
             radio_group("spc-state", "Tokens", [(k, v) for k, v in STATE_LABELS.items()], "out"),
             html.Div(id="spc-msg"),
             panel_graph("spc-graph", 380, "vitscope-spectrum"),
+            panel_graph("spc-delta-graph", 340, "vitscope-spectrum-delta"),
             learn("spectrum"),
         ],
         className="panel",
@@ -73,6 +76,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
 
     @app.callback(
         Output("spc-graph", "figure"),
+        Output("spc-delta-graph", "figure"),
         Output("spc-msg", "children"),
         Output(LIVE_NOTES["spectrum"], "children"),
         Input(META_STORE, "data"),
@@ -84,6 +88,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not meta or not meta.get("image") or not models:
             return (
                 {"data": [], "layout": {"height": 380}},
+                {"data": [], "layout": {"height": 340}},
                 html.Div("Spectra appear once there is an image and a model.", className="hint"),
                 None,
             )
@@ -97,8 +102,17 @@ def register(app: Dash, ctx_: AppContext) -> None:
             filename=spectrum_name(state, layer),
         )
         families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
+        delta = delta_figure(
+            spectra,
+            colours=model_colours(list(spectra), families),
+            families=families,
+            titles={m: f"{m} · depth {depths[m]}" for m in spectra},
+            subtitle=f"{STATE_LABELS.get(state, state)}, block {layer} (the maps above); delta(m) = "
+            "L(m, m) − L(0, 0), so bin 0 is 0; ◇ marks the last bin",
+            filename=spectrum_delta_name(state, layer),
+        )
         live = spectrum_sentence(spectra, families, depths)
-        return fig, error_list(errors), html.P(live) if live else None
+        return fig, delta, error_list(errors), html.P(live) if live else None
 
     register_image_export(app, "spc")
 

@@ -1,6 +1,6 @@
 """Tokens (A5): PCA or t-SNE of the patch tokens of the image set at the chosen block, one colour per image
-(``POST /sets``, then ``GET /sets/{id}/embeddings``). Computed only while the panel is open: t-SNE takes
-seconds."""
+(``POST /sets``, then ``GET /sets/{id}/embeddings``), and under it the same answers' singular values as a
+log-y curve per model. Computed only while the panel is open: t-SNE takes seconds."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from app.components.common import (
     register_image_export,
 )
 from app.context import AppContext
-from app.exports import tokens_files, tokens_name
-from app.figures.tokens import tokens_figure
+from app.exports import singular_values_name, tokens_files, tokens_name
+from app.figures.style import model_colours
+from app.figures.tokens import singular_values_figure, tokens_figure
 
 TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
 
@@ -51,6 +52,7 @@ def layout() -> html.Section:
                     ),
                     html.Div(id="tok-msg"),
                     panel_graph("tok-graph", 420, "vitscope-tokens"),
+                    panel_graph("tok-sv-graph", 340, "vitscope-singular-values"),
                     learn("tokens"),
                 ],
                 class_name="",
@@ -93,6 +95,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
 
     @app.callback(
         Output("tok-graph", "figure"),
+        Output("tok-sv-graph", "figure"),
         Output("tok-msg", "children"),
         Input("tok-open", "data"),
         Input(META_STORE, "data"),
@@ -113,12 +116,14 @@ def register(app: Dash, ctx_: AppContext) -> None:
             raise PreventUpdate
         ids = (images or {}).get("ids", [])
         if not meta or not ids or not models:
-            return no_update, html.Div("Add images and pick models first.", className="hint")
+            return no_update, no_update, html.Div("Add images and pick models first.", className="hint")
         try:
             per_model, layers, errors = fetch(client, meta, images or {}, layer, method, list(models))
         except ApiError as exc:
-            return no_update, html.Div(
-                f"cannot make a set of the images: {exc.message}", className="error-text"
+            return (
+                no_update,
+                no_update,
+                html.Div(f"cannot make a set of the images: {exc.message}", className="error-text"),
             )
         names_map = (images or {}).get("names", {})
         names = [names_map.get(i) or i[:8] for i in ids]
@@ -131,13 +136,24 @@ def register(app: Dash, ctx_: AppContext) -> None:
             f"(x_out, prefix dropped), {len(ids)} image(s), one colour per image",
             filename=tokens_name(method, layer),
         )
+        families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
+        spectra = singular_values_figure(
+            per_model,
+            colours=model_colours(list(per_model), families),
+            families=families,
+            titles=titles,
+            subtitle="each image's raw block-output patch tokens (x_out, prefix dropped, not centred) as a "
+            "patches × channels matrix; σ<sub>i</sub> / σ<sub>1</sub> per image, "
+            f"mean over {len(ids)} image(s)",
+            filename=singular_values_name(layer),
+        )
         hint = (
             None
             if len(ids) > 1
             else html.Div("Add more images: the clusters tell images apart.", className="hint")
         )
         msg = error_list(errors) or hint
-        return fig, msg
+        return fig, spectra, msg
 
     register_image_export(app, "tok")
 

@@ -1,7 +1,9 @@
-"""A4 step 5: the centred 2D log-amplitude spectrum per model at one depth, on one shared colour scale.
+"""A4: the centred 2D log-amplitude spectrum per model at one depth, on one shared colour scale (step 5), and
+Δ log amplitude along the half-diagonal (steps 6-7) as a line per model.
 
-Axes are in cycles per image (the frequency index after ``fftshift``: column ``c`` of a width-``W`` map is
-``c - W // 2`` cycles across the image), so models with different grids read alike.
+The maps' axes are in cycles per image (the frequency index after ``fftshift``: column ``c`` of a width-``W``
+map is ``c - W // 2`` cycles across the image), so models with different grids read alike; the line plot's
+axis is in radians per patch as a fraction of pi (the API's ``frequencies`` / pi), for the same reason.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.figures.style import SPECTRUM_COLORSCALE, base_layout
+from app.figures.style import DASHES, SPECTRUM_COLORSCALE, base_layout, family_key
+
+DELTA_AXIS = "frequency along the half-diagonal (× π radians per patch)"
+LAST_BIN = "last bin: the value the depth curve plots"
 
 
 def frequencies(n: int) -> list[int]:
@@ -98,5 +103,82 @@ def spectrum_figure(
         height=380,
         shapes=shapes,
         meta=dict(models=models, zmin=zmin, zmax=zmax, filename=filename),
+    )
+    return fig
+
+
+def delta_points(answer: dict[str, Any]) -> list[tuple[float, float, float]]:
+    """``(column frequency / pi, row frequency / pi, delta)`` of each half-diagonal bin of the API's spectrum
+    answer (``frequencies`` in radians per patch, ``delta``); the two frequencies differ only on a grid that
+    is not square, where x is the column's (the maps' x axis)."""
+    return [
+        (float(f[1]) / math.pi, float(f[0]) / math.pi, float(d))
+        for f, d in zip(answer["frequencies"], answer["delta"], strict=True)
+    ]
+
+
+def delta_figure(
+    answers: dict[str, dict[str, Any]],
+    *,
+    colours: dict[str, str],
+    families: dict[str, str],
+    titles: dict[str, str],
+    subtitle: str,
+    filename: str = "vitscope_spectrum_delta",
+) -> go.Figure:
+    """Δ log amplitude ``delta(m)`` along the half-diagonal, one line per model (``answers``: the API's
+    spectrum answer per model, the ones the maps show), the last bin marked with the answer's
+    ``high_frequency_delta``: the depth curve's value at this depth."""
+    fig = go.Figure()
+    models = list(answers)
+    for i, m in enumerate(models):
+        a = answers[m]
+        points = delta_points(a)
+        if not points:
+            continue
+        colour = colours.get(m, "#495057")
+        name = titles.get(m, m)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[2] for p in points],
+                customdata=[[k, p[1]] for k, p in enumerate(points)],
+                mode="lines+markers",
+                line=dict(color=colour, width=2, dash=DASHES[family_key(families.get(m))]),
+                marker=dict(size=5, color=colour),
+                name=name,
+                legendgroup=m,
+                meta=dict(model=m, curve="delta", state=a.get("state"), depth=a.get("depth")),
+                hovertemplate=f"{name}<br>bin %{{customdata[0]}}: %{{x:.3f}} π rad/patch across, "
+                "%{customdata[1]:.3f} π down<br>Δ log amplitude %{y:.3f}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[points[-1][0]],
+                y=[float(a["high_frequency_delta"])],
+                mode="markers",
+                marker=dict(size=13, color=colour, symbol="diamond-open", line=dict(width=2)),
+                name=LAST_BIN,
+                legendgroup="last-bin",
+                legendrank=2000,  # after the models' lines (default rank 1000)
+                showlegend=i == 0,
+                meta=dict(model=m, curve="last-bin", state=a.get("state"), depth=a.get("depth")),
+                hovertemplate=f"{name}<br>{LAST_BIN}<br>bin {len(points) - 1}: %{{x:.3f}} π rad/patch"
+                "<br>Δ log amplitude %{y:.3f}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text=DELTA_AXIS, range=[-0.03, 1.03], zeroline=False)
+    fig.update_yaxes(title_text="Δ log amplitude", zeroline=True)
+    fig.update_layout(
+        **base_layout(margin=dict(l=56, r=16, t=72, b=48)),
+        title=dict(
+            text=f"Δ log amplitude along the half-diagonal<br><sup>{subtitle}</sup>",
+            x=0.01,
+            font=dict(size=14),
+        ),
+        legend=dict(orientation="h", y=-0.22, yanchor="top"),
+        height=340,
+        meta=dict(models=models, filename=filename),
     )
     return fig

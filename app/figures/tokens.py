@@ -1,4 +1,5 @@
-"""A5: 2D projections (PCA or t-SNE) of the patch tokens of an image set at one layer, coloured by image."""
+"""A5: 2D projections (PCA or t-SNE) of the patch tokens of an image set at one layer, coloured by image, and
+the singular values of those tokens as a log-y curve per model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from app.figures.style import base_layout
+from app.figures.style import DASHES, base_layout, family_key
+
+SV_AXIS = "σ<sub>i</sub> / σ<sub>1</sub> (log)"
 
 IMAGE_COLOURS = qualitative.Dark24
 
@@ -73,6 +76,63 @@ def tokens_figure(
         title=dict(text=f"Patch tokens in 2D<br><sup>{subtitle}</sup>", x=0.01, font=dict(size=14)),
         legend=dict(orientation="h", y=-0.05, yanchor="top"),
         height=420,
+        meta=dict(models=models, filename=filename),
+    )
+    return fig
+
+
+def singular_value_curve(body: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """``(i, sigma_i / sigma_1)`` of the API's embeddings answer: ``singular_values_mean`` (the mean over the
+    set's images of each image's singular values divided by its largest), ``i`` from 1 (the largest)."""
+    values = [float(v) for v in body["singular_values_mean"]]
+    return list(range(1, len(values) + 1)), values
+
+
+def singular_values_figure(
+    per_model: dict[str, dict[str, Any]],
+    *,
+    colours: dict[str, str],
+    families: dict[str, str],
+    titles: dict[str, str],
+    subtitle: str,
+    filename: str = "vitscope_singular_values",
+) -> go.Figure:
+    """A log-y line per model of its embeddings answer's normalized singular values; the hover names each
+    image's raw largest singular value (``singular_values_largest``)."""
+    fig = go.Figure()
+    models = list(per_model)
+    for m in models:
+        body = per_model[m]
+        x, y = singular_value_curve(body)
+        if not x:
+            continue
+        name = titles.get(m, m)
+        largest = ", ".join(f"{float(v):.4g}" for v in body.get("singular_values_largest") or [])
+        colour = colours.get(m, "#495057")
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines+markers",
+                line=dict(color=colour, width=2, dash=DASHES[family_key(families.get(m))]),
+                marker=dict(size=4, color=colour),
+                name=name,
+                meta=dict(model=m, layer=body.get("layer"), method=body.get("method")),
+                hovertemplate=f"{name}<br>σ<sub>%{{x}}</sub> / σ<sub>1</sub> = %{{y:.4g}} (mean over images)"
+                f"<br>σ<sub>1</sub> per image: {largest}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(
+        title_text="i: index of the singular value σ<sub>i</sub> (1 = the largest)", zeroline=False
+    )
+    fig.update_yaxes(title_text=SV_AXIS, type="log", exponentformat="power")
+    fig.update_layout(
+        **base_layout(margin=dict(l=64, r=16, t=72, b=48)),
+        title=dict(
+            text=f"Singular values of the patch tokens<br><sup>{subtitle}</sup>", x=0.01, font=dict(size=14)
+        ),
+        legend=dict(orientation="h", y=-0.22, yanchor="top"),
+        height=340,
         meta=dict(models=models, filename=filename),
     )
     return fig
