@@ -159,7 +159,8 @@ async def spectrum(
     format: Format = "json",
 ) -> Response:
     """``log(|fft2| + 1e-6)`` of the patch tokens, averaged over channels, zero frequency at the centre
-    (ANALYSES.md A4 step 5), with the half-diagonal ``delta`` and the paper's scalar."""
+    (ANALYSES.md A4 step 5), with the half-diagonal ``delta``, each bin's ``frequencies`` (radians per patch)
+    and the paper's scalar."""
     params = SpectrumView.parse(state, depth, format)
     view = await views.get(params, image_id, model or models.default_model)
     return view.as_response()

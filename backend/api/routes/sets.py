@@ -75,5 +75,7 @@ async def embeddings(
 ) -> Response:
     """Raw patch tokens (prefix dropped, no normalization) of the output of block ``layer`` of every image,
     stacked and projected to 2D; ``image_index`` says which image each point comes from (ANALYSES.md A5).
-    t-SNE is seeded (0) for reproducibility."""
+    t-SNE is seeded (0) for reproducibility. With them, the singular values of each image's patch-token matrix
+    (the same tokens, **not centred**: raw, as A5 says), each divided by its largest, their mean over the
+    images, and each image's raw largest."""
     return _answer(await sets.embeddings(set_id, model or models.default_model, layer, method))
