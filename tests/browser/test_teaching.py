@@ -189,6 +189,7 @@ def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> N
     n_images = len(view(d).images)
     assert f"figures/vitscope_curves_set-of-{n_images}-images.svg" in names
     assert any(n.startswith("figures/vitscope_spectrum_out_block") and n.endswith(".png") for n in names)
+    assert f"figures/vitscope_spectrum-delta_out_block{layer}.svg" in names, "the Δ lines under the maps"
     for part in ("attention", "claims", f"curves_set-of-{n_images}-images", f"spectrum_out_block{layer}"):
         assert {f"numbers/vitscope_{part}.json", f"numbers/vitscope_{part}.csv"} <= set(names), part
     assert "numbers/paper_reference.json" in names
