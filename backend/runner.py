@@ -500,23 +500,26 @@ class Runner:
 
 
 def check_finite_trace(trace: Trace) -> None:
-    """NaN or Inf activations (finite weights can still overflow) would become NaN results: a clear error."""
+    """NaN or Inf activations (finite weights can still overflow) would become NaN results: a clear error.
+
+    A non-finite value anywhere reaches the last block's output (the residual stream carries it, LayerNorm
+    and the softmax spread it to every token), so that one small tensor is checked; only when it fails are
+    the states and attentions scanned for the first place to name."""
     import torch
 
+    if bool(torch.isfinite(trace.x_out[-1]).all()):  # one device sync per batch
+        return
     places = [
         (f"the output of block {k}" if k else "the patch embedding", x) for k, x in enumerate(trace.x_out)
     ]
     places += [(f"the attention of block {k + 1}", a) for k, a in enumerate(trace.attentions)]
-    finite = torch.stack([torch.isfinite(state).all() for _, state in places])
-    if bool(finite.all()):  # one device sync per batch
-        return
-    for (where, _), ok in zip(places, finite.tolist(), strict=True):
-        if not ok:
-            raise NonFiniteResult(
-                f"model {trace.model_id} computed NaN or infinite values in {where} for this "
-                "image; its weights overflow in float32, so nothing can be analysed: re-import or "
-                "retrain the model"
-            )
+    where = next(
+        (w for w, state in places if not bool(torch.isfinite(state).all())), "the last block's output"
+    )
+    raise NonFiniteResult(
+        f"model {trace.model_id} computed NaN or infinite values in {where} for this image; its weights "
+        "overflow in float32, so nothing can be analysed: re-import or retrain the model"
+    )
 
 
 def _input_size(loaded: Any) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,3 +49,16 @@ def tokens_to_grid(z: Tensor, grid: tuple[int, int], num_prefix: int) -> Tensor:
         raise AnalysisArgumentError(f"expected token states (..., N, C), got shape {tuple(z.shape)}")
     h, w = check_tokens(z.shape[-2], grid, num_prefix)
     return z[..., num_prefix:, :].reshape(*z.shape[:-2], h, w, z.shape[-1])
+
+
+def symmetric_eigenvalues(m: Tensor) -> Tensor:
+    """Eigenvalues (ascending) of a batch of symmetric matrices ``(..., n, n)``, float64, on ``m``'s device.
+
+    On the CPU through numpy's LAPACK: torch's MKL-threaded one turns about 12x slower on small matrices
+    once a second thread has called it (the runner thread beside the event loop; measured on 2 cores: 1.7 s
+    instead of 0.13 s for 104 matrices of 196 x 196), while numpy's stays at 0.13 s from any thread.
+    """
+    m = m.double()
+    if m.device.type != "cpu":
+        return torch.linalg.eigvalsh(m)
+    return torch.from_numpy(np.linalg.eigvalsh(m.numpy()))

@@ -36,15 +36,27 @@ def head_diversity(attn: Tensor, num_prefix: int) -> Tensor:
     over pairs and queries. 0 = all heads alike, log 2 = every pair of heads attends disjoint patches.
     """
     _check(attn, num_prefix)
-    heads = int(attn.shape[1])
+    b, heads = int(attn.shape[0]), int(attn.shape[1])
     if heads < 2:
         raise AnalysisArgumentError("head_diversity needs at least 2 heads")
     a = patch_attention(attn, num_prefix, DISTANCE_EPS)  # (B, H, Q, K)
-    h = _entropy(a)  # (B, H, Q)
-    i, j = torch.triu_indices(heads, heads, offset=1, device=a.device)
-    m = a[:, i].add_(a[:, j]).mul_(0.5)  # (B, pairs, Q, K), every entry > 0 (the 1e-32): log is finite
-    mixed = -m.log().mul_(m).sum(-1)  # in place: the pairs tensor is the big one
-    return (mixed - (h[:, i] + h[:, j]) / 2).mean((1, 2))
+    n_queries = int(a.shape[2])
+    # The pairs' (H(P) + H(Q)) / 2 add up to (heads - 1) / 2 x the sum of the heads' H(P), per query. Every
+    # entry is > 0 (the 1e-32), so a plain log serves: several times faster than xlogy.
+    own = a.log().mul_(a).sum(-1).double().sum((1, 2)) * (-(heads - 1) / 2)  # (B,)
+    # The mixtures of head h with every later head, one h at a time into two reused contiguous buffers: the
+    # cost is one log per entry, not the allocation of a (B, pairs, Q, K) tensor and its copies. With
+    # S = P + Q (rows summing to 2): H(S / 2) = log 2 - sum(S log S) / 2.
+    by_head = a.transpose(0, 1).contiguous()  # (H, B, Q, K)
+    pair_sum, logs = torch.empty_like(by_head[1:]), torch.empty_like(by_head[1:])
+    s_log_s = torch.zeros(b, dtype=torch.float64, device=a.device)  # over pairs and queries
+    for h in range(heads - 1):
+        later = heads - 1 - h
+        s = torch.add(by_head[h], by_head[h + 1 :], out=pair_sum[:later])  # every entry > 0
+        s_log_s += torch.log(s, out=logs[:later]).mul_(s).sum(-1).double().sum((0, 2))
+    pairs = heads * (heads - 1) // 2
+    mixed = pairs * n_queries * math.log(2) - s_log_s / 2  # sum over pairs and queries of H(S / 2)
+    return ((mixed - own) / (pairs * n_queries)).to(a.dtype)
 
 
 def _cls_row(attn: Tensor, num_prefix: int) -> Tensor:

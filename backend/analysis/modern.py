@@ -114,8 +114,11 @@ class ModernValues:
 
 
 @torch.no_grad()
-def modern_values(trace: Trace, outlier_factor: float = OUTLIER_FACTOR) -> ModernValues:
-    """Every analysis of this module per image (and head), on the trace's device; one loop over layers."""
+def modern_values(
+    trace: Trace, outlier_factor: float = OUTLIER_FACTOR, positions: bool = True
+) -> ModernValues:
+    """Every analysis of this module per image (and head), on the trace's device; one loop over layers.
+    ``positions=False`` leaves out the batch's positional sums (for callers that keep images apart)."""
     prefix = trace.num_prefix_tokens
     states = trace.x_out  # depths 0..L
     diversity = None
@@ -131,7 +134,7 @@ def modern_values(trace: Trace, outlier_factor: float = OUTLIER_FACTOR) -> Moder
         head_diversity=diversity,
         cls_selectivity=selectivity,
         cls_self=self_attn,
-        positions=PositionSums.of(states, prefix),
+        positions=PositionSums.of(states, prefix) if positions else None,
         outlier_factor=float(outlier_factor),
     )
 

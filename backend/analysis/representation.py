@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix
+from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix, symmetric_eigenvalues
 
 OUTLIER_FACTOR = 4.0  # a token is "high-norm" above this many times its image's median patch-token norm
 RANKME_EPS = 1e-7  # Garrido et al. 2023: p = s / sum(s) + 1e-7
@@ -57,7 +57,7 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
     z = _patch_stack(states, num_prefix)  # (D, B, Np, C)
     # s^2 = eigenvalues of the smaller Gram matrix, solved in float64: a few times faster than an SVD
     gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
-    s = torch.linalg.eigvalsh(gram.double()).clamp_min(0).sqrt()  # (D, B, min(Np, C))
+    s = symmetric_eigenvalues(gram).clamp_min(0).sqrt()  # (D, B, min(Np, C))
     p = s / s.sum(-1, keepdim=True) + RANKME_EPS
     return torch.exp(-torch.special.xlogy(p, p).sum(-1))
 
@@ -66,7 +66,8 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
 class PositionSums:
     """What ``positional_share`` needs of a set, summed over images so that batches add up.
 
-    ``total[d, t, c] = sum_i z[i, t, c]`` and ``square[d] = sum_{i,t,c} z^2`` (float64), ``count`` images.
+    ``total[d, t, c] = sum_i z[i, t, c]`` and ``square[d] = sum_{i,t,c} z^2`` (float64; ``total`` of one
+    image is its float32 tokens themselves, exact), ``count`` images.
     """
 
     count: int
@@ -79,6 +80,13 @@ class PositionSums:
         return PositionSums(int(z.shape[1]), z.sum(1), z.square().sum((1, 2, 3)))
 
     @staticmethod
+    def per_image(states: Sequence[Tensor], num_prefix: int) -> list[PositionSums]:
+        """The sums of each image of a batch alone, without a float64 copy of the batch."""
+        z = _patch_stack(states, num_prefix)  # (D, B, Np, C)
+        square = torch.linalg.vector_norm(z, dim=(2, 3), dtype=torch.float64).square()  # (D, B)
+        return [PositionSums(1, z[:, i], square[:, i]) for i in range(int(z.shape[1]))]
+
+    @staticmethod
     def add(parts: Sequence[PositionSums]) -> PositionSums:
         if not parts:
             raise AnalysisArgumentError("PositionSums.add needs at least one part")
@@ -87,8 +95,8 @@ class PositionSums:
             raise AnalysisArgumentError(f"every part must have one (D, Np, C) shape, got {sorted(shapes)}")
         return PositionSums(
             sum(p.count for p in parts),
-            torch.stack([p.total for p in parts]).sum(0),
-            torch.stack([p.square for p in parts]).sum(0),
+            torch.stack([p.total.double() for p in parts]).sum(0),
+            torch.stack([p.square.double() for p in parts]).sum(0),
         )
 
 

@@ -158,7 +158,7 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
 
     prefix, grid = trace.num_prefix_tokens, trace.grid
     b = trace.batch_size
-    host, modern = per_image_values(trace).host(), modern_values(trace).cpu()
+    host, modern = per_image_values(trace).host(), modern_values(trace, positions=False).cpu()
     # Batch-first arrays: image i's results are contiguous views of one transfer per kind.
     attention = torch.stack([a.to(torch.float16) for a in trace.attentions], 1).cpu().numpy()
     rollouts: list[torch.Tensor] = []

@@ -402,16 +402,12 @@ def set_values(info: ModelInfo, trace: Trace) -> list[ImageValues]:
     from backend.analysis.representation import PositionSums
     from backend.analysis.summary import per_image_values
 
-    prefix = trace.num_prefix_tokens
-    host, modern = per_image_values(trace).host(), modern_values(trace).cpu()
+    host, modern = per_image_values(trace).host(), modern_values(trace, positions=False).cpu()
     out = []
-    for i in range(trace.batch_size):
-        one = slice(i, i + 1)
+    for i, sums in enumerate(PositionSums.per_image(trace.x_out, trace.num_prefix_tokens)):
         values, mine = host.select(i), modern.select(i)
-        metrics = image_metrics(info, values, mine)
-        sums = PositionSums.of([x[one] for x in trace.x_out], prefix)
-        positions = PositionSums(sums.count, sums.total.cpu(), sums.square.cpu())
-        out.append(ImageValues(metrics, values, mine, positions))
+        positions = PositionSums(1, sums.total.cpu(), sums.square.cpu())
+        out.append(ImageValues(image_metrics(info, values, mine), values, mine, positions))
     return out
 
 

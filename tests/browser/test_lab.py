@@ -66,6 +66,13 @@ def view(d: WebDriver) -> ViewState:
     return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
 
 
+def written(d: WebDriver) -> ViewState | None:
+    """The view once the page has written it to the address bar (with warm caches the panels can draw
+    before it does)."""
+    v = view(d)
+    return v if v.images and v.models else None
+
+
 def layer_of(d: WebDriver) -> int:
     """The shared block as the page holds it (the permalink's; the input's attribute lags behind React)."""
     return int(view(d).layer or 1)
@@ -74,7 +81,7 @@ def layer_of(d: WebDriver) -> int:
 def test_pca_and_similarity_are_the_apis_numbers(server: Server, page: WebDriver) -> None:
     d = page
     drawn = wait_for(lambda: n_traces(d, "#lab-pca"), "3 PCA pictures", 400)
-    state = view(d)
+    state = wait_for(lambda: written(d), "the view in the address bar")
     image = state.images[state.active]
     layer = layer_of(d)
     assert layer > 1  # the demo preset shows a late block
@@ -108,7 +115,7 @@ def test_pca_and_similarity_are_the_apis_numbers(server: Server, page: WebDriver
 def test_frequency_lab_makes_and_shows_the_perturbed_image(server: Server, page: WebDriver) -> None:
     d = page
     wait_for(lambda: n_traces(d, "#lab-pca"), "3 PCA pictures", 400)
-    before = view(d)
+    before = wait_for(lambda: written(d), "the view in the address bar")
     source = before.images[before.active]
     d.find_element(By.CSS_SELECTOR, "#lab-kind input[value='band_noise']").click()
     freq = d.find_element(By.CSS_SELECTOR, "#lab-freq")

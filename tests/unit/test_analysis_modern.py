@@ -111,6 +111,24 @@ def test_head_diversity_zero_log2_and_a_partial_overlap() -> None:
         head_diversity(attention([left]), 1)
 
 
+def test_head_diversity_of_random_attention_is_the_pairwise_mean_per_image() -> None:
+    # every pair and query one by one, from the definition; images kept apart
+    attn = torch.softmax(3 * torch.randn(3, 5, 7, 7, generator=gen(4), dtype=torch.float64), -1)
+    p = attn[..., 1:, 1:] + 1e-32
+    p = p / p.sum(-1, keepdim=True)
+
+    def entropy(x: Tensor) -> Tensor:
+        return -(x * x.log()).sum(-1)
+
+    by_hand = [
+        torch.stack([entropy((p[b, h] + p[b, g]) / 2) - (entropy(p[b, h]) + entropy(p[b, g])) / 2
+                     for h in range(5) for g in range(h + 1, 5)]).mean().item()
+        for b in range(3)
+    ]  # fmt: skip
+    assert head_diversity(attn, 1).tolist() == pytest.approx(by_hand, rel=1e-12)
+    assert head_diversity(attn.float(), 1).tolist() == pytest.approx(by_hand, rel=1e-5)
+
+
 def test_cls_selectivity_and_cls_self() -> None:
     # N = 1 CLS + 4 patches; the CLS row is row 0
     uniform = [[2, 1, 1, 1, 1]] + [[1] * 5] * 4
@@ -142,6 +160,15 @@ def test_position_sums_of_batches_add_up_to_the_whole() -> None:
     parts = PositionSums.add([PositionSums.of([x[:2]], 1), PositionSums.of([x[2:]], 1)])
     assert whole is not None and parts.count == 5
     assert positional_share(parts).tolist() == pytest.approx(whole.tolist(), rel=1e-12)  # type: ignore[union-attr]
+    singles = PositionSums.per_image([x], 1)
+    assert [p.count for p in singles] == [1] * 5
+    assert positional_share(PositionSums.add(singles)).tolist() == pytest.approx(whole.tolist(), rel=1e-12)  # type: ignore[union-attr]
+    # float32 tokens (the captured dtype): each image's sums are exact, added up in float64
+    x32 = x.float()
+    exact = positional_share(PositionSums.of([x32], 1))
+    added = PositionSums.add(PositionSums.per_image([x32], 1))
+    assert added.total.dtype == torch.float64
+    assert positional_share(added).tolist() == pytest.approx(exact.tolist(), rel=1e-12)  # type: ignore[union-attr]
     mu = x[:, 1:].mean((0, 1))
     by_hand = 5 * (x[:, 1:].mean(0) - mu).square().sum() / (x[:, 1:] - mu).square().sum()
     assert whole.item() == pytest.approx(by_hand.item(), rel=1e-12)
