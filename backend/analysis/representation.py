@@ -86,6 +86,22 @@ class PositionSums:
         square = torch.linalg.vector_norm(z, dim=(2, 3), dtype=torch.float64).square()  # (D, B)
         return [PositionSums(1, z[:, i], square[:, i]) for i in range(int(z.shape[1]))]
 
+    def accumulate(self, other: PositionSums) -> None:
+        """Add ``other`` into these float64 sums in place (a set adding up its images as they arrive)."""
+        if self.total.shape != other.total.shape:
+            raise AnalysisArgumentError(
+                f"position sums of shapes {tuple(self.total.shape)} and {tuple(other.total.shape)} do not add"
+            )
+        self.count += other.count
+        self.total += other.total
+        self.square += other.square
+
+    @staticmethod
+    def zeros_like(part: PositionSums) -> PositionSums:
+        """Float64 sums of no image, the shape of ``part``'s."""
+        f64 = {"dtype": torch.float64, "device": part.total.device}
+        return PositionSums(0, torch.zeros(part.total.shape, **f64), torch.zeros(part.square.shape, **f64))
+
     @staticmethod
     def add(parts: Sequence[PositionSums]) -> PositionSums:
         if not parts:

@@ -269,8 +269,10 @@ class SetService:
         async def one(index: int, iid: str) -> None:
             async with sem:
                 found = await self.captures.run(iid, info, work)
-            if found.positions is not None:  # add up at once: one (L + 1, Np, C) sum, whatever the set size
-                sums[:] = [found.positions if not sums else PositionSums.add([sums[0], found.positions])]
+            if found.positions is not None:  # add up at once, in place: one (L + 1, Np, C) sum for the set
+                if not sums:
+                    sums.append(PositionSums.zeros_like(found.positions))
+                sums[0].accumulate(found.positions)
                 found.positions = None
             values[index] = found
             await self.store.set(K.metrics_key(*info.addr(iid)), encode_json(found.metrics))

@@ -168,6 +168,10 @@ def test_position_sums_of_batches_add_up_to_the_whole() -> None:
     exact = positional_share(PositionSums.of([x32], 1))
     added = PositionSums.add(PositionSums.per_image([x32], 1))
     assert added.total.dtype == torch.float64
+    running = PositionSums.zeros_like(singles[0])
+    for part in PositionSums.per_image([x32], 1):
+        running.accumulate(part)
+    assert running.count == 5 and torch.equal(running.total, added.total)
     assert positional_share(added).tolist() == pytest.approx(exact.tolist(), rel=1e-12)  # type: ignore[union-attr]
     mu = x[:, 1:].mean((0, 1))
     by_hand = 5 * (x[:, 1:].mean(0) - mu).square().sum() / (x[:, 1:] - mu).square().sum()
