@@ -54,8 +54,10 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
     ``s`` = singular values of Z, ``p = s / sum(s) + 1e-7``, value ``exp(-sum p log p)``: ``D x (B, N, C)`` ->
     ``(D, B)`` float64. About k for k equal singular values, 1 for rank one; at most min(Np, C).
     """
-    z = _patch_stack(states, num_prefix)  # (D, B, Np, C)
-    # s^2 = eigenvalues of the smaller Gram matrix, solved in float64: a few times faster than an SVD
+    z = _patch_stack(states, num_prefix).double()  # (D, B, Np, C)
+    # s^2 = eigenvalues of the smaller Gram matrix: a few times faster than an SVD. Formed and solved in
+    # float64: a float32 Gram rounds at ~1e-7 of its largest entry, which reads as singular values of ~3e-4 x
+    # the largest where Z has none (a rank-one Z of 196 tokens would score 1.08).
     gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
     s = symmetric_eigenvalues(gram).clamp_min(0).sqrt()  # (D, B, min(Np, C))
     p = s / s.sum(-1, keepdim=True) + RANKME_EPS

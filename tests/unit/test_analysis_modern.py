@@ -88,6 +88,19 @@ def test_effective_rank_from_known_singular_values() -> None:
     assert rankme([1, 1, 1]) == pytest.approx(3, rel=1e-5) and rankme([1, 0, 0]) == pytest.approx(1, rel=1e-5)
 
 
+def test_effective_rank_of_float32_tokens_as_captured() -> None:
+    # A float32 Gram matrix rounds at ~1e-7 of its largest entry: its zero eigenvalues come out ~1e-7 x the
+    # largest, singular values ~3e-4 x the largest, and a rank-one matrix of 196 tokens reads ~1.08, not 1.
+    u = torch.randn(196, 1, generator=gen(5))
+    v = torch.randn(1, 768, generator=gen(6))
+    rank_one = (u @ v).float()
+    full = torch.randn(196, 768, generator=gen(7))
+    out = effective_rank([torch.stack([rank_one, full])], num_prefix=0)[0]
+    exact = effective_rank([torch.stack([rank_one, full]).double()], num_prefix=0)[0]
+    assert out[0].item() == pytest.approx(1.0, abs=1e-3)
+    assert out.tolist() == pytest.approx(exact.tolist(), rel=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- heads
 def attention(rows: Any) -> Tensor:
     """``(1, heads, N, N)`` from per-head ``N x N`` rows (any non-negative rows: they are renormalized)."""
