@@ -101,8 +101,8 @@ class PositionSums:
     @staticmethod
     def zeros_like(part: PositionSums) -> PositionSums:
         """Float64 sums of no image, the shape of ``part``'s."""
-        f64 = {"dtype": torch.float64, "device": part.total.device}
-        return PositionSums(0, torch.zeros(part.total.shape, **f64), torch.zeros(part.square.shape, **f64))
+        total = torch.zeros(part.total.shape, dtype=torch.float64, device=part.total.device)
+        return PositionSums(0, total, torch.zeros_like(total[:, 0, 0]))
 
     @staticmethod
     def add(parts: Sequence[PositionSums]) -> PositionSums:
