@@ -20,14 +20,18 @@ RANKME_EPS = 1e-7  # Garrido et al. 2023: p = s / sum(s) + 1e-7
 TOKEN_NORM_STATS = ("mean", "p99", "max", "outlier_fraction")
 
 
-def _patch_stack(states: Sequence[Tensor], num_prefix: int) -> Tensor:
-    """``D x (B, N, C)`` -> ``(D, B, Np, C)`` patch tokens (prefix dropped)."""
+def _check_states(states: Sequence[Tensor], num_prefix: int) -> None:
     if not states:
         raise AnalysisArgumentError("need at least one state")
     shapes = {tuple(s.shape) for s in states}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
         raise AnalysisArgumentError(f"every state must be one (B, N, C) shape, got {sorted(shapes)}")
     check_prefix(int(states[0].shape[1]), num_prefix)
+
+
+def _patch_stack(states: Sequence[Tensor], num_prefix: int) -> Tensor:
+    """``D x (B, N, C)`` -> ``(D, B, Np, C)`` patch tokens (prefix dropped)."""
+    _check_states(states, num_prefix)
     return torch.stack([as_float(s[:, num_prefix:]) for s in states])
 
 
@@ -54,12 +58,16 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
     ``s`` = singular values of Z, ``p = s / sum(s) + 1e-7``, value ``exp(-sum p log p)``: ``D x (B, N, C)`` ->
     ``(D, B)`` float64. About k for k equal singular values, 1 for rank one; at most min(Np, C).
     """
-    z = _patch_stack(states, num_prefix).double()  # (D, B, Np, C)
-    # s^2 = eigenvalues of the smaller Gram matrix: a few times faster than an SVD. Formed and solved in
-    # float64: a float32 Gram rounds at ~1e-7 of its largest entry, which reads as singular values of ~3e-4 x
-    # the largest where Z has none (a rank-one Z of 196 tokens would score 1.08).
-    gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
-    s = symmetric_eigenvalues(gram).clamp_min(0).sqrt()  # (D, B, min(Np, C))
+    _check_states(states, num_prefix)
+    singular = []
+    for state in states:  # one depth at a time: a (B, Np, C) float64 copy, not a (D, B, Np, C) one
+        z = state[:, num_prefix:].double()
+        # s^2 = eigenvalues of the smaller Gram matrix: a few times faster than an SVD. Formed and solved in
+        # float64: a float32 Gram rounds at ~1e-7 of its largest entry, which reads as singular values of
+        # ~3e-4 x the largest where Z has none (a rank-one Z of 196 tokens would score 1.08).
+        gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
+        singular.append(symmetric_eigenvalues(gram).clamp_min(0).sqrt())  # (B, min(Np, C))
+    s = torch.stack(singular)  # (D, B, min(Np, C))
     p = s / s.sum(-1, keepdim=True) + RANKME_EPS
     return torch.exp(-torch.special.xlogy(p, p).sum(-1))
 
