@@ -13,6 +13,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from app.state import ViewState
+
 T = TypeVar("T")
 
 FIGURE_JS = """
@@ -38,6 +40,18 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float = 90.0, ev
             return last
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"[:2000])
+
+
+def view(d: WebDriver) -> ViewState:
+    """The view the address bar holds (the page writes it there)."""
+    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
+
+
+def written(d: WebDriver) -> ViewState | None:
+    """The view once the page has written it to the address bar: with warm caches the panels can draw
+    before it does, and a control changed before then is set back by the address's older view."""
+    v = view(d)
+    return v if v.images and v.models else None
 
 
 def att_col(index: int) -> str:

@@ -19,7 +19,7 @@ from app.components.models import DEMO_MODELS
 from app.state import Query, ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, wait_for
+from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for, written
 from tests.browser.serverproc import Server
 
 pytestmark = pytest.mark.browser
@@ -56,10 +56,6 @@ def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
         b.close()
 
 
-def view(d: WebDriver) -> ViewState:
-    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
-
-
 def maps(d: WebDriver, column: Any, **want: Any) -> list[dict[str, Any]] | None:
     """Every column's drawn map (``column(i)`` its selector) when each one's meta has ``want``."""
     drawn = [heatmap(d, column(i)) for i in range(N)]
@@ -89,7 +85,7 @@ def title(d: WebDriver, selector: str) -> str:
 def test_rollout_toggle_draws_the_apis_rollout_maps(server: Server, page: WebDriver) -> None:
     d = page
     wait_for(lambda: maps(d, att_col), "the demo's maps", 400)
-    assert not view(d).rollout
+    assert not wait_for(lambda: written(d), "the view in the address bar").rollout
     d.find_element(By.CSS_SELECTOR, "#att-rollout input[type=checkbox]").click()
     rolled = wait_for(lambda: maps(d, att_col, rollout=True), "the rollout maps", 120)
     for i, m in enumerate(rolled):

@@ -18,7 +18,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from app.state import ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import screenshot, wait_for
+from tests.browser.helpers import screenshot, view, wait_for
 from tests.browser.serverproc import Server
 
 pytestmark = pytest.mark.browser
@@ -48,10 +48,6 @@ def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
 def graph(d: WebDriver, css: str) -> dict[str, Any] | None:
     raw = d.execute_script(GRAPH_JS, css)
     return json.loads(raw) if raw else None
-
-
-def view(d: WebDriver) -> ViewState:
-    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
 
 
 def demo_view(d: WebDriver) -> ViewState | None:

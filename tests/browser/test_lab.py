@@ -20,7 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from app.state import Query, ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, wait_for
+from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for, written
 from tests.browser.serverproc import Server
 
 pytestmark = pytest.mark.browser
@@ -60,17 +60,6 @@ def made_text(d: WebDriver) -> str | None:
 def showing(d: WebDriver, image: str) -> ViewState | None:
     v = view(d)
     return v if v.images and v.images[v.active] == image else None
-
-
-def view(d: WebDriver) -> ViewState:
-    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
-
-
-def written(d: WebDriver) -> ViewState | None:
-    """The view once the page has written it to the address bar (with warm caches the panels can draw
-    before it does)."""
-    v = view(d)
-    return v if v.images and v.models else None
 
 
 def layer_of(d: WebDriver) -> int:

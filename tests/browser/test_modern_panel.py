@@ -18,10 +18,9 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from app.state import ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import screenshot, wait_for
+from tests.browser.helpers import screenshot, view, wait_for
 from tests.browser.serverproc import Server
 
 pytestmark = pytest.mark.browser
@@ -63,10 +62,6 @@ def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
         yield b.driver
     finally:
         b.close()
-
-
-def view(d: WebDriver) -> ViewState:
-    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
 
 
 def drawn(d: WebDriver, models: list[str], subtitle: str) -> dict[str, Any] | None:

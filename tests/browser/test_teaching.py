@@ -21,10 +21,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.claims import claim_line
-from app.state import ViewState
 from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, wait_for
+from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for
 from tests.browser.serverproc import Server
 
 pytestmark = pytest.mark.browser
@@ -60,10 +59,6 @@ def page(server: Server, chromium_ok: None, downloads: Path) -> Iterator[WebDriv
         yield d
     finally:
         b.close()
-
-
-def view(d: WebDriver) -> ViewState:
-    return ViewState.from_search("?" + d.current_url.split("?", 1)[1])
 
 
 def downloaded(path: Path) -> bool:
