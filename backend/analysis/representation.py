@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix, symmetric_eigenvalues
+from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix, singular_values_of
 
 OUTLIER_FACTOR = 4.0  # a token is "high-norm" above this many times its image's median patch-token norm
 RANKME_EPS = 1e-7  # Garrido et al. 2023: p = s / sum(s) + 1e-7
@@ -59,15 +59,8 @@ def effective_rank(states: Sequence[Tensor], num_prefix: int) -> Tensor:
     ``(D, B)`` float64. About k for k equal singular values, 1 for rank one; at most min(Np, C).
     """
     _check_states(states, num_prefix)
-    singular = []
-    for state in states:  # one depth at a time: a (B, Np, C) float64 copy, not a (D, B, Np, C) one
-        z = state[:, num_prefix:].double()
-        # s^2 = eigenvalues of the smaller Gram matrix: a few times faster than an SVD. Formed and solved in
-        # float64: a float32 Gram rounds at ~1e-7 of its largest entry, which reads as singular values of
-        # ~3e-4 x the largest where Z has none (a rank-one Z of 196 tokens would score 1.08).
-        gram = z @ z.transpose(-1, -2) if z.shape[-2] <= z.shape[-1] else z.transpose(-1, -2) @ z
-        singular.append(symmetric_eigenvalues(gram).clamp_min(0).sqrt())  # (B, min(Np, C))
-    s = torch.stack(singular)  # (D, B, min(Np, C))
+    # one depth at a time: a (B, Np, C) float64 copy, not a (D, B, Np, C) one
+    s = torch.stack([singular_values_of(state[:, num_prefix:]) for state in states])  # (D, B, min(Np, C))
     p = s / s.sum(-1, keepdim=True) + RANKME_EPS
     return torch.exp(-torch.special.xlogy(p, p).sum(-1))
 

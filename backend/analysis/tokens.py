@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix
+from backend.analysis._common import AnalysisArgumentError, as_float, check_prefix, singular_values_of
 
 # Guards 0 / 0 in movement_coherence when no token moves: the coherence is then 0.
 _MOVE_EPS = 1e-12
@@ -89,7 +89,7 @@ def singular_values(z: Tensor, num_prefix: int, centre: bool = False) -> Tensor:
     x = as_float(z[:, num_prefix:])
     if centre:
         x = x - x.mean(1, keepdim=True)
-    return torch.linalg.svdvals(x)
+    return singular_values_of(x).to(x.dtype)
 
 
 def _displacements(x_in: Tensor, x_out: Tensor, num_prefix: int) -> Tensor:
