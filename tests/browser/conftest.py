@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.browser import chrome
 from tests.browser.serverproc import REPO, Server, running_server
@@ -39,6 +40,17 @@ def browser(chromium_ok: None) -> Iterator[chrome.Browser]:
     b = chrome.Browser(width=1440, height=1000)
     try:
         yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
+    """A browser of its own per test module, on the bare address: a new profile, so the demo preset opens."""
+    b = chrome.Browser(width=1440, height=1000)
+    try:
+        b.driver.get(server.url + "/")
+        yield b.driver
     finally:
         b.close()
 

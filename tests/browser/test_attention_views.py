@@ -6,7 +6,6 @@ the rollout back."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.components.models import DEMO_MODELS
 from app.state import Query, ViewState
-from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for, written
 from tests.browser.serverproc import Server
@@ -44,16 +42,6 @@ def row2(index: int) -> str:
 
 def norms_col(index: int) -> str:
     return f"#att-norms-grid > .norms-col:nth-of-type({index + 1})"
-
-
-@pytest.fixture(scope="module")
-def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
-    b = Browser(width=1440, height=1000)  # a new profile: the demo preset opens
-    try:
-        b.driver.get(server.url + "/")
-        yield b.driver
-    finally:
-        b.close()
 
 
 def maps(d: WebDriver, column: Any, **want: Any) -> list[dict[str, Any]] | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -16,7 +15,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.state import ViewState
-from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import screenshot, view, wait_for
 from tests.browser.serverproc import Server
@@ -33,16 +31,6 @@ return JSON.stringify({
                            zmax: t.zmax === undefined ? null : t.zmax})),
   title: title(l.title), xaxis: title((l.xaxis || {}).title), yaxis: title((l.yaxis || {}).title)});
 """
-
-
-@pytest.fixture(scope="module")
-def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
-    b = Browser(width=1440, height=1000)
-    try:
-        b.driver.get(server.url + "/")
-        yield b.driver
-    finally:
-        b.close()
 
 
 def graph(d: WebDriver, css: str) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +17,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.state import Query, ViewState
-from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for, written
 from tests.browser.serverproc import Server
@@ -30,16 +28,6 @@ const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd.data || !gd.data.length) return null;
 return JSON.stringify(gd.data.map(t => ({type: t.type, name: t.name, z: t.z})));
 """
-
-
-@pytest.fixture(scope="module")
-def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
-    b = Browser(width=1440, height=1000)
-    try:
-        b.driver.get(server.url + "/")
-        yield b.driver
-    finally:
-        b.close()
 
 
 def traces(d: WebDriver, graph: str) -> list[dict[str, Any]] | None:

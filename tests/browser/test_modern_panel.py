@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +17,6 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import screenshot, view, wait_for
 from tests.browser.serverproc import Server
@@ -52,16 +50,6 @@ const r = gd.getBoundingClientRect();
 return [r.left + xa._offset + xa.l2p(tr.x[k]), r.top + ya._offset + ya.l2p(tr.y[k]),
         r.left + r.width / 2, r.top + r.height / 2];
 """
-
-
-@pytest.fixture(scope="module")
-def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
-    b = Browser(width=1440, height=1000)
-    try:
-        b.driver.get(server.url + "/")
-        yield b.driver
-    finally:
-        b.close()
 
 
 def drawn(d: WebDriver, models: list[str], subtitle: str) -> dict[str, Any] | None:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from app.figures.tokens import SV_AXIS
-from tests.browser.chrome import Browser
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import screenshot, wait_for
 from tests.browser.serverproc import Server
@@ -31,16 +29,6 @@ return JSON.stringify({
   title: title(l.title), xaxis: title((l.xaxis || {}).title), yaxis: title((l.yaxis || {}).title),
   ytype: (gd._fullLayout.yaxis || {}).type || null, filename: (l.meta || {}).filename || null});
 """
-
-
-@pytest.fixture(scope="module")
-def page(server: Server, chromium_ok: None) -> Iterator[WebDriver]:
-    b = Browser(width=1440, height=1000)
-    try:
-        b.driver.get(server.url + "/")
-        yield b.driver
-    finally:
-        b.close()
 
 
 def lines(d: WebDriver, css: str) -> dict[str, Any] | None:
