@@ -151,6 +151,22 @@ async def api(models_env: Path, tmp_path: Path, redis_url: str) -> AsyncIterator
         yield a
 
 
+def api_on(models_fixture: str, **overrides: Any) -> Any:
+    """An ``api`` fixture for a module that writes its own models folder (the fixture named
+    ``models_fixture``): the service on the real Redis reading its models from there, ``overrides`` on the
+    settings."""
+
+    @pytest.fixture
+    async def api(
+        request: pytest.FixtureRequest, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[Api]:
+        use_models_cache(monkeypatch, request.getfixturevalue(models_fixture))
+        async with running(settings_for(tmp_path, redis_url=redis_url, **overrides)) as a:
+            yield a
+
+    return api
+
+
 def png_bytes(seed: int = 0, size: tuple[int, int] = (80, 96), mode: str = "RGB") -> bytes:
     rng = np.random.default_rng(seed)
     arr = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)

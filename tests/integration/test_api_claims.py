@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ from backend.analysis.claims import ModelValues, evaluate_claims
 from backend.api.routes.claims import ClaimsOut
 from tests.integration.test_api import (
     Api,
+    api_on,
     png_bytes,
-    running,
-    settings_for,
-    use_models_cache,
     write_tiny_model,
 )
 from tests.unit.test_cli_claims import constructed
@@ -35,13 +32,7 @@ def claims_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(
-    claims_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Api]:
-    use_models_cache(monkeypatch, claims_cache)
-    async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
-        yield a
+api = api_on("claims_cache")
 
 
 async def test_claims_of_a_set_and_of_one_image(api: Api) -> None:

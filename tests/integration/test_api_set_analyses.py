@@ -5,7 +5,6 @@ metrics and the no-CLS 400 through the API."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,9 @@ from tests.integration.test_api import (
     TINY,
     TINY_KWARGS,
     Api,
+    api_on,
     png_bytes,
     reference_trace,
-    running,
-    settings_for,
-    use_models_cache,
     write_tiny_model,
 )
 
@@ -51,13 +48,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(
-    models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Api]:
-    use_models_cache(monkeypatch, models_cache)
-    async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
-        yield a
+api = api_on("models_cache")
 
 
 async def test_cka_and_positional_share_of_a_set(api: Api) -> None:

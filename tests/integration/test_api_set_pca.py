@@ -3,7 +3,6 @@ against ``backend.analysis.patches`` run on a direct capture of the same images;
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,9 @@ from backend.analysis.patches import foreground_mask, pca_rgb, pca_rgb_set
 from tests.integration.test_api import (
     TINY,
     Api,
+    api_on,
     png_bytes,
     reference_trace,
-    running,
-    settings_for,
-    use_models_cache,
     write_tiny_model,
 )
 
@@ -33,13 +30,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(
-    models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Api]:
-    use_models_cache(monkeypatch, models_cache)
-    async with running(settings_for(tmp_path, redis_url=redis_url, max_embedding_points=100)) as a:
-        yield a
+api = api_on("models_cache", max_embedding_points=100)
 
 
 async def make_set(api: Api, ids: list[str]) -> str:

@@ -4,7 +4,6 @@ the 2D projection, checked against ``backend.analysis`` run on a direct capture 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,9 @@ from backend.analysis import half_diagonal_frequencies, singular_values
 from tests.integration.test_api import (
     TINY,
     Api,
+    api_on,
     png_bytes,
     reference_trace,
-    running,
-    settings_for,
-    use_models_cache,
     write_tiny_model,
 )
 
@@ -35,13 +32,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(
-    models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Api]:
-    use_models_cache(monkeypatch, models_cache)
-    async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
-        yield a
+api = api_on("models_cache")
 
 
 async def get_ok(api: Api, path: str, **params: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ the median and the outliers follow from it, the prefix tokens' norms are labelle
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,8 @@ from backend.service.bundle import ModelInfo
 from tests.integration.test_api import (
     TINY,
     Api,
+    api_on,
     png_bytes,
-    running,
-    settings_for,
-    use_models_cache,
     write_tiny_model,
 )
 
@@ -49,13 +46,7 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture
-async def api(
-    models_cache: Path, tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Api]:
-    use_models_cache(monkeypatch, models_cache)
-    async with running(settings_for(tmp_path, redis_url=redis_url)) as a:
-        yield a
+api = api_on("models_cache")
 
 
 def grey_with_a_loud_patch() -> bytes:
