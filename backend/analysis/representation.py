@@ -45,7 +45,10 @@ def token_norms(states: Sequence[Tensor], num_prefix: int, outlier_factor: float
     """
     if not outlier_factor > 0:
         raise AnalysisArgumentError(f"outlier_factor must be > 0, got {outlier_factor}")
-    norms = torch.linalg.vector_norm(_patch_stack(states, num_prefix), dim=-1)  # (D, B, Np)
+    _check_states(states, num_prefix)
+    norms = torch.stack(
+        [torch.linalg.vector_norm(as_float(s[:, num_prefix:]), dim=-1) for s in states]
+    )  # (D, B, Np)
     q = torch.tensor([0.5, 0.99], dtype=norms.dtype, device=norms.device)
     median, p99 = torch.quantile(norms, q, dim=-1)
     outliers = (norms > outlier_factor * median.unsqueeze(-1)).to(norms.dtype).mean(-1)

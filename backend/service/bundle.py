@@ -170,8 +170,10 @@ def build_bundles(info: ModelInfo, trace: Trace) -> list[Bundle]:
     rollout = torch.stack(rollouts, 1).cpu().numpy()
 
     def spectra(states: list[torch.Tensor]) -> np.ndarray:
-        s = log_amplitude_spectrum(torch.cat(states), grid, prefix)  # (S * B, H, W), state-major
-        return s.view(len(states), b, *s.shape[1:]).transpose(0, 1).float().cpu().numpy()
+        # one state at a time: the FFT temporaries of all states at once (complex, several x the tokens)
+        # made it 3x slower at batch 8 (323 ms instead of 109 for 25 states of ViT-B/16)
+        s = torch.stack([log_amplitude_spectrum(x, grid, prefix) for x in states], 1)  # (B, S, H, W)
+        return s.float().cpu().numpy()
 
     spec_out, spec_attn = spectra(trace.x_out), spectra(trace.x_attn)
     tokens = torch.stack([x[:, prefix:].to(torch.float16) for x in trace.x_out], 1).cpu().numpy()
