@@ -88,9 +88,13 @@ class PositionSums:
     @staticmethod
     def per_image(states: Sequence[Tensor], num_prefix: int) -> list[PositionSums]:
         """The sums of each image of a batch alone, without a float64 copy of the batch."""
-        z = _patch_stack(states, num_prefix)  # (D, B, Np, C)
-        square = torch.linalg.vector_norm(z, dim=(2, 3), dtype=torch.float64).square()  # (D, B)
-        return [PositionSums(1, z[:, i], square[:, i]) for i in range(int(z.shape[1]))]
+        _check_states(states, num_prefix)
+        out = []
+        for i in range(int(states[0].shape[0])):
+            z = torch.stack([as_float(s[i, num_prefix:]) for s in states])  # (D, Np, C): this image's tokens
+            square = torch.linalg.vector_norm(z, dim=(1, 2), dtype=torch.float64).square()  # (D,)
+            out.append(PositionSums(1, z, square))
+        return out
 
     def accumulate(self, other: PositionSums) -> None:
         """Add ``other`` into these float64 sums in place (a set adding up its images as they arrive)."""
