@@ -116,14 +116,10 @@ class PositionSums:
     def add(parts: Sequence[PositionSums]) -> PositionSums:
         if not parts:
             raise AnalysisArgumentError("PositionSums.add needs at least one part")
-        shapes = {tuple(p.total.shape) for p in parts}
-        if len(shapes) != 1:
-            raise AnalysisArgumentError(f"every part must have one (D, Np, C) shape, got {sorted(shapes)}")
-        return PositionSums(
-            sum(p.count for p in parts),
-            torch.stack([p.total.double() for p in parts]).sum(0),
-            torch.stack([p.square.double() for p in parts]).sum(0),
-        )
+        out = PositionSums.zeros_like(parts[0])
+        for part in parts:
+            out.accumulate(part)  # checks the shapes
+        return out
 
 
 def positional_share(sums: PositionSums) -> Tensor | None:
