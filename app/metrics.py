@@ -98,6 +98,20 @@ def read_curve(metrics: dict[str, Any], spec: MetricSpec) -> Curve | None:
     return Curve(x=x, mean=mean, std=std, per_head=per_head)
 
 
+# The curves the frequency lab compares between a source image and its perturbed copy: relative distance (one
+# scale for every grid), NMI and Δ log amplitude.
+MOVED_CURVES: tuple[MetricSpec, ...] = (DISTANCE_RELATIVE, METRICS[1], METRICS[3])
+
+
+def curve_change(before: dict[str, Any], after: dict[str, Any], spec: MetricSpec) -> Curve | None:
+    """``after`` minus ``before`` depth by depth (one image each, so no std), or None when either lacks the
+    metric or their depths differ (not the same model)."""
+    a, b = read_curve(before, spec), read_curve(after, spec)
+    if a is None or b is None or a.x != b.x:
+        return None
+    return Curve(x=a.x, mean=[y - x for x, y in zip(a.mean, b.mean, strict=True)], std=None, per_head=None)
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What the UI needs to know of a model to draw it: depth, heads, grid, patch size, input size."""

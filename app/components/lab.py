@@ -7,6 +7,8 @@ similarity of one patch's token to every patch (``GET /images/{id}/similarity``)
 panel's query, or a click on any map here.
 The frequency lab makes a low-passed, high-passed or band-noised copy of the image
 (``POST /images/{id}/perturb``), adds it to the images and shows it: every panel then reads the new image.
+Under the form, "what moved" draws each model's curves of the copy minus those of its source
+(``GET /metrics`` of both) and names the largest move of each curve.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from app.api_client import ApiClient, ApiError
 from app.auth import client_address
 from app.components.common import (
     IMG_STORE,
+    MDL_CATALOG,
     MDL_STORE,
     META_STORE,
     QUERY_STORE,
@@ -33,7 +36,8 @@ from app.components.common import (
 )
 from app.components.images import _add
 from app.context import AppContext
-from app.figures.style import base_layout, graph_config
+from app.figures.moves import Move, changes_of, largest_moves, moves_figure
+from app.figures.style import base_layout, graph_config, model_colours
 from app.state import Query, clean_images, clean_models
 
 DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range (backend.perturb)
@@ -85,7 +89,7 @@ def layout(ctx_: AppContext) -> html.Section:
                         "low-pass keeps what is below the frequency, high-pass removes it (the mean colour "
                         "stays), band noise adds ±eps sign noise filtered to a ring of half-width 0.2 around "
                         "it (as A8). The copy becomes the shown image, so every panel shows how the models "
-                        "respond.",
+                        "respond; under the form, each model's curves of the copy minus those of its source.",
                         className="hint",
                     ),
                     html.Div(
@@ -117,6 +121,11 @@ def layout(ctx_: AppContext) -> html.Section:
                         className="lab-form",
                     ),
                     html.Div(id="lab-made", role="status", **aria(live="polite")),
+                    dcc.Store(id="lab-pair", data=None),  # {"source", "perturbed", "name"} of the last copy
+                    html.Div(id="lab-moves-msg"),
+                    dcc.Graph(
+                        id="lab-moves", figure=EMPTY, config=graph_config("vitscope_frequency_lab_moves")
+                    ),
                 ],
                 hidden=ctx_.class_mode,
             ),
@@ -290,6 +299,45 @@ def figures(
     return pca_fig, sim_fig, errors, owners
 
 
+def moves_of(
+    client: ApiClient, pair: dict[str, Any], models: list[str], catalog: list[dict[str, Any]] | None
+) -> tuple[Any, list[Move], list[str]]:
+    """The "what moved" figure of a perturbed copy against its source for ``models``, its largest moves and
+    the errors (a model that cannot be read on either image is named and left out)."""
+    images = (str(pair["source"]), str(pair["perturbed"]))
+    found = client.parallel([partial(client.metrics, i, m) for i in images for m in models])
+    before: dict[str, dict[str, Any]] = {}
+    after: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for k, body in enumerate(found):
+        model = models[k % len(models)]
+        if isinstance(body, ApiError):
+            errors.append(f"{model} on the {'source' if k < len(models) else 'copy'}: {body.message}")
+        else:
+            (before if k < len(models) else after)[model] = body
+    changes = changes_of(before, after)
+    if not changes:
+        return EMPTY, [], errors
+    families = {m["id"]: m.get("family", "other") for m in catalog or []}
+    fig = moves_figure(
+        changes,
+        colours=model_colours(models, families),
+        families=families,
+        subtitle=f"{pair.get('name') or images[1][:8]} against its source image",
+    )
+    return fig, largest_moves(changes), errors
+
+
+def move_sentence(move: Move) -> str:
+    """One curve's largest move, in words, from the numbers drawn."""
+    where = f"depth {move.depth}" if move.spec.depth_from_zero else f"block {move.depth}"
+    unit = f" {move.spec.unit}" if move.spec.unit else ""
+    return (
+        f"{move.spec.title}: {move.model} moved the most, {move.change:+.3g}{unit} at {where} "
+        "(perturbed minus source)."
+    )
+
+
 def clicked_query(click: dict[str, Any] | None, meta: dict[str, Any], owners: list[str]) -> Query | None:
     """The patch a click on one of the maps names: the clicked trace's model (``owners[curveNumber]``), its
     row ``y`` and column ``x``."""
@@ -360,6 +408,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     @app.callback(
         Output(IMG_STORE, "data", allow_duplicate=True),
         Output("lab-made", "children"),
+        Output("lab-pair", "data"),
         Input("lab-make", "n_clicks"),
         State(IMG_STORE, "data"),
         State(META_STORE, "data"),
@@ -374,13 +423,13 @@ def register(app: Dash, ctx_: AppContext) -> None:
         images = clean_images(store)
         source = images["active"]
         if not source:
-            return no_update, html.Div("Add an image first.", className="error-text")
+            return no_update, html.Div("Add an image first.", className="error-text"), no_update
         side, reader = lab_side(meta)
         body = perturb_body(kind, freq, eps, side)
         try:
             record = client.perturb(source, body, client=client_address())
         except ApiError as exc:
-            return no_update, html.Div(exc.message, className="error-text")
+            return no_update, html.Div(exc.message, className="error-text"), no_update
         base = images["names"].get(source, source[:8])
         label = KIND_LABELS.get(kind, kind).lower()
         detail = (
@@ -390,4 +439,20 @@ def register(app: Dash, ctx_: AppContext) -> None:
         why = f", the shorter side {reader} reads" if reader else ""
         size = f"{record['width']}x{record['height']} px{why}"
         note = f"Made {name}: {size}, {float(record['clipped']):.1%} of the values clipped to 0..1."
-        return _add(images, record, name), html.Div(note)
+        pair = {"source": source, "perturbed": record["id"], "name": name}
+        return _add(images, record, name), html.Div(note), pair
+
+    @app.callback(
+        Output("lab-moves", "figure"),
+        Output("lab-moves-msg", "children"),
+        Input("lab-pair", "data"),
+        Input(MDL_STORE, "data"),
+        State(MDL_CATALOG, "data"),
+    )
+    def draw_moves(pair: Any, models: Any, catalog: Any) -> Any:
+        chosen = clean_models(models)
+        if not pair or not chosen:
+            return EMPTY, None
+        fig, moves, errors = moves_of(client, pair, chosen, catalog)
+        said = [html.P(move_sentence(m)) for m in moves]
+        return fig, [*said, error_list(errors)]

@@ -1,6 +1,7 @@
 """The Patch features panel and the frequency lab in headless Chromium against the real server with the demo
 models: the PCA colours and the similarity maps drawn are the API's numbers for each model, a click on an
-attention map picks the patch, and the frequency lab makes the API's perturbed image and shows it.
+attention map picks the patch, and the frequency lab makes the API's perturbed image, shows it and draws what
+moved (each model's curves of the copy minus the source's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from app.metrics import MOVED_CURVES, curve_change
 from app.state import Query, ViewState
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.helpers import att_col, click_patch, heatmap, screenshot, view, wait_for, written
@@ -38,6 +40,19 @@ def traces(d: WebDriver, graph: str) -> list[dict[str, Any]] | None:
 def n_traces(d: WebDriver, graph: str, n: int = 3) -> list[dict[str, Any]] | None:
     t = traces(d, graph)
     return t if t and len(t) == n else None
+
+
+LINES_JS = """
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd.data) return null;
+return JSON.stringify(gd.data.map(t => ({name: t.name, xaxis: t.xaxis, x: t.x, y: t.y})));
+"""
+
+
+def n_lines(d: WebDriver, graph: str, n: int) -> list[dict[str, Any]] | None:
+    raw = d.execute_script(LINES_JS, graph)
+    lines = json.loads(raw) if raw else []
+    return lines if len(lines) == n else None
 
 
 def made_text(d: WebDriver) -> str | None:
@@ -125,6 +140,24 @@ def test_frequency_lab_makes_and_shows_the_perturbed_image(server: Server, page:
         "the PCA of the perturbed image",
         300,
     )
+    # what moved: each model's curves of the copy minus those of the source, as the API's metrics give them
+    lines = wait_for(lambda: n_lines(d, "#lab-moves", 3 * len(after.models)), "the what-moved lines", 300)
+    for name in after.models:
+        before_m, after_m = (
+            httpx.get(f"{server.api}/images/{i}/metrics", params={"model": name}, timeout=60).json()
+            for i in (source, want["id"])
+        )
+        for axis, spec in zip(("x", "x2", "x3"), MOVED_CURVES, strict=True):
+            change = curve_change(before_m, after_m, spec)
+            assert change is not None
+            drawn = [t for t in lines if t["name"] == name and (t["xaxis"] or "x") == axis]
+            assert len(drawn) == 1 and drawn[0]["x"] == change.x
+            assert drawn[0]["y"] == pytest.approx(change.mean, abs=1e-12)
+    said = d.find_element(By.CSS_SELECTOR, "#lab-moves-msg").text
+    assert "Δ log amplitude (high frequency): cifar-" in said and "moved the most" in said, said
+    graph = d.find_element(By.CSS_SELECTOR, "#lab-moves")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", graph)
+    screenshot(d, SCREENSHOTS, "lab-what-moved", full_page=False)
 
 
 POINT_JS = """
