@@ -262,7 +262,8 @@ def column_request(
 
 # Short family names for the columns' titles: four columns at 1280 px leave about 280 px for one.
 SHORT_FAMILY = {
-    "cl": "CL", "mim": "MIM", "hybrid": "CL+MIM", "supervised": "supervised", "baseline": "random init",
+    "cl": "CL", "mim": "MIM", "hybrid": "CL+MIM", "autoregressive": "AR", "supervised": "supervised",
+    "baseline": "random init",
     "other": "",
 }  # fmt: skip
 

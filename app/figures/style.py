@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-FAMILIES: tuple[str, ...] = ("cl", "mim", "hybrid", "supervised", "baseline", "other")
+FAMILIES: tuple[str, ...] = ("cl", "mim", "hybrid", "autoregressive", "supervised", "baseline", "other")
 FAMILY_LABELS: dict[str, str] = {
     "cl": "Contrastive (CL)",
     "mim": "Masked image modeling (MIM)",
     "hybrid": "Hybrid (CL + MIM)",
+    "autoregressive": "Autoregressive (AR)",
     "supervised": "Supervised",
     "baseline": "Baseline (random init)",
     "other": "Other",
 }
-# One hue per family (blue CL, orange-red MIM, green hybrid, purple supervised, grey baseline), one shade per
-# model inside a family; a dash pattern per family so the curves still part without colour.
+# One hue per family (blue CL, orange-red MIM, green hybrid, brown autoregressive, purple supervised, grey
+# baseline), one shade per model inside a family; a dash pattern per family so the curves still part without
+# colour.
 _PALETTES: dict[str, tuple[str, ...]] = {
     "cl": ("#1c62c4", "#5aa2ea", "#0b3b7a", "#8fc1f2"),
     "mim": ("#d9480f", "#f59f00", "#a61e4d", "#ffa94d"),
     "hybrid": ("#2b8a3e", "#74b816", "#087f5b", "#8ce99a"),
+    "autoregressive": ("#8d5524", "#c68642", "#5c3317", "#e0ac69"),
     "supervised": ("#7048e8", "#be4bdb", "#5f3dc4", "#b197fc"),
     "baseline": ("#495057", "#868e96", "#212529", "#adb5bd"),
     "other": ("#0c8599", "#66d9e8", "#0b7285", "#99e9f2"),
@@ -27,6 +30,7 @@ DASHES: dict[str, str] = {
     "cl": "solid",
     "mim": "dash",
     "hybrid": "dashdot",
+    "autoregressive": "longdashdot",
     "supervised": "dot",
     "baseline": "longdash",
     "other": "solid",

@@ -12,13 +12,15 @@ import httpx
 import pytest
 
 from app.api_client import ApiClient, ApiError, api_base
+from app.components.attention import title_of
 from app.figures.attention import attention_figure, patch_update, query_shape
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.spectrum import frequencies, spectrum_figure
-from app.figures.style import family_key, model_colours
+from app.figures.style import DASHES, FAMILY_LABELS, family_key, model_colours
 from app.figures.tokens import token_points
 from app.metrics import METRICS, metrics_table, read_curve, read_shape
 from app.state import Query, ViewState, head_param
+from backend.models.catalog import FAMILIES
 
 SHA = "a" * 64
 SHA2 = "b" * 64
@@ -139,6 +141,9 @@ def test_curves_spectrum_tokens_figures() -> None:
     points = token_points({"coords": [[0, 1], [2, 3]], "image_index": [0, 1], "token_index": [5, 0]})
     assert points == [(0, 5, 0.0, 1.0), (1, 0, 2.0, 3.0)]
     assert family_key("random") == "baseline" and family_key("weird") == "other"
+    for family in FAMILIES:  # every family the catalogue names has its own label, colours and dash
+        assert family_key(family) == family and family in FAMILY_LABELS and family in DASHES, family
+    assert title_of("aimv2-vit-l14", "autoregressive").endswith(" · AR")
     colours = model_colours(["a", "b", "c"], {"a": "cl", "b": "cl", "c": "mim"})
     assert colours["a"] != colours["b"] and len(set(colours.values())) == 3
 
