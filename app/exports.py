@@ -287,8 +287,11 @@ def tokens_files(
 ATTENTION_ABOUT = (
     "The attention of one query over the patches (A1): the query's row of the softmax attention "
     "probabilities of that block, prefix tokens dropped, renormalized to sum 1, reshaped to the patch grid "
-    "(row-major); 'head-mean' is the mean over heads. A patch at (row, col) covers pixels "
-    "[row*P, (row+1)*P) x [col*P, (col+1)*P) of the model input."
+    "(row-major); 'head-mean' is the mean over heads. Where rollout is true, the map is instead the query's "
+    "row of the attention rollout through that block (Abnar & Zuidema 2020: per block the heads' mean plus "
+    "the identity, rows renormalized, multiplied over blocks 1..layer), prefix dropped and renormalized the "
+    "same way; its head is the mean. A patch at (row, col) covers pixels [row*P, (row+1)*P) x "
+    "[col*P, (col+1)*P) of the model input."
 )
 
 
@@ -299,11 +302,12 @@ def attention_files(maps: list[dict[str, Any]]) -> list[ExportFile]:
 
     def rows() -> Iterable[list[Any]]:
         for a in maps:
+            rollout = a.get("rollout") is True
             for r, row in enumerate(a["map"]):
                 for c, v in enumerate(row):
-                    yield [a["model"], a["image"], a["layer"], a["head"], a["query"], r, c, v]
+                    yield [a["model"], a["image"], a["layer"], a["head"], a["query"], rollout, r, c, v]
 
-    header = ["model", "image", "layer", "head", "query", "row", "col", "attention"]
+    header = ["model", "image", "layer", "head", "query", "rollout", "row", "col", "attention"]
     return [
         ExportFile(f"{PREFIX}_attention.json", _json({"maps": maps}), ATTENTION_ABOUT),
         ExportFile(f"{PREFIX}_attention.csv", _csv(header, rows()), "The same maps, one row per patch."),
@@ -366,9 +370,14 @@ def figure_files(figures: list[dict[str, Any]]) -> list[ExportFile]:
         if all(k in meta for k in ("model", "layer", "head", "query")):
             head = "mean of heads" if str(meta["head"]) == "mean" else f"head {meta['head']}"
             where = query_label(meta["query"], meta.get("grid")).removeprefix("query-")
+            what = (
+                f"the attention rollout of query {where} through block {meta['layer']}, heads fused by mean"
+                if meta.get("rollout") is True
+                else f"A1: attention of query {where} in block {meta['layer']}, {head}"
+            )
             title += (
-                f" (A1: attention of query {where} (cls = the CLS token, rRcC = the patch in row R, column "
-                f"C) in block {meta['layer']}, {head}; numbers in {PREFIX}_attention.csv)"
+                f" ({what}; cls = the CLS token, rRcC = the patch in row R, column C; numbers in "
+                f"{PREFIX}_attention.csv)"
             )
         for fmt in ("png", "svg"):
             url = fig.get(fmt)

@@ -58,10 +58,12 @@ def layout() -> html.Section:
 
 
 def model_choices(selected: list[str], a: str | None, b: str | None) -> tuple[str | None, str | None]:
-    """Models A and B among the selected ones: the current choices while selected, else the first two."""
+    """Models A and B among the selected ones: the current choices while selected, else the first two; B is
+    another model than A whenever two are selected (one selected model made both A, and B stayed on it once a
+    second one came)."""
     keep_a = a if a in selected else (selected[0] if selected else None)
     rest = [m for m in selected if m != keep_a]
-    keep_b = b if b in selected else (rest[0] if rest else keep_a)
+    keep_b = b if b in rest else (rest[0] if rest else keep_a)
     return keep_a, keep_b
 
 

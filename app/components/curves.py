@@ -35,6 +35,7 @@ from app.exports import curves_files, curves_name
 from app.figures.curves import curves_figure, layer_marker_shapes
 from app.figures.style import model_colours
 from app.metrics import SCALE_CHOICES, curve_grids, delta_bin_label, distance_scale
+from app.state import clean_models
 
 PAPER_OPTION = "paper"
 
@@ -180,7 +181,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             p["layout"]["shapes"] = layer_marker_shapes(layer)
             p["layout"]["meta"]["layer"] = layer
             return p, no_update
-        models = [m for m in models or [] if m]
+        models = clean_models(models)
         if not meta or not meta.get("image") or not models:
             return {"data": [], "layout": {"height": 560}}, html.Div(
                 "Curves appear once there is an image and a model.", className="hint"
@@ -224,7 +225,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     ) -> Any:
         if not meta or not meta.get("image") or not models:
             raise PreventUpdate
-        per_model, errors, subtitle = fetch(client, meta, scope, images, list(models))
+        per_model, errors, subtitle = fetch(client, meta, scope, images, clean_models(models))
         files = curves_files(
             per_model, scope=scope, subtitle=subtitle, images=(images or {}).get("ids", []), errors=errors
         )

@@ -14,6 +14,7 @@ from dash.exceptions import PreventUpdate
 from app.api_client import ApiError
 from app.claims import roles
 from app.components import claims, curves, spectrum, tokens
+from app.components.attention import QUERY2_STORE, ROLLOUT, is_rollout
 from app.components.common import IMG_STORE, MDL_STORE, META_STORE, QUERY_STORE, aria, error_list
 from app.context import AppContext
 from app.exports import (
@@ -27,7 +28,7 @@ from app.exports import (
     spectrum_files,
     tokens_files,
 )
-from app.state import Query, head_param
+from app.state import Query, clean_models, head_param
 
 ATTENTION_KEYS = ("image", "model", "layer", "head", "query")
 
@@ -81,6 +82,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
         State("spc-state", "value"),
         State("tok-open", "data"),
         State("tok-method", "value"),
+        State(ROLLOUT, "value"),
+        State(QUERY2_STORE, "data"),
         prevent_initial_call=True,
     )
     def export_all(
@@ -95,10 +98,12 @@ def register(app: Dash, ctx_: AppContext) -> None:
         state: str,
         tokens_open: bool,
         method: str,
+        rollout: Any,
+        query2: Any,
     ) -> Any:
         if not sent:
             raise PreventUpdate
-        models = [m for m in models or [] if m]
+        models = clean_models(models)
         if not meta or not meta.get("image") or not models:
             return None, html.Div("Nothing to export yet: add an image and pick models.", className="hint")
         drawn = list(sent.get("figures") or [])
@@ -118,6 +123,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             except ApiError as exc:
                 errors.append(f"tokens: {exc.message}")
         names = (images or {}).get("names", {})
+        second = Query.second(query2)
         context = {
             "images": [f"{names.get(i) or '(no name)'} ({i})" for i in (images or {}).get("ids", [])],
             "shown image": meta.get("image"),
@@ -125,6 +131,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
             "layer (block)": layer,
             "head": head_param(head),
             "query": _query_text(query, meta, models),
+            "attention maps": "the rollout through the block (heads fused by mean)"
+            if is_rollout(rollout)
+            else "A1",
+            "second query": "none" if second is None else _query_text(second.to_store(), meta, models),
             "curves for": scope,
             "spectrum state": state,
             **prep,

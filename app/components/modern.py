@@ -35,6 +35,7 @@ from app.figures.curves import layer_marker_shapes
 from app.figures.modern import HEIGHT, modern_figure
 from app.figures.style import model_colours
 from app.metrics import LOG2, TOKEN_NORM_STATS, ModernSpec, modern_panels, outlier_factor, read_modern
+from app.state import clean_models
 
 
 def layout() -> html.Section:
@@ -98,8 +99,10 @@ def what_they_show(per_model: dict[str, dict[str, Any]]) -> list[str]:
             pts = _finite(share.x, share.mean)
             if pts:
                 depth, top = max(pts, key=lambda p: p[1])
+                over = " (mean over images)" if int(metrics.get("num_images") or 1) > 1 else ""
                 parts.append(
-                    f"at most {top:.1%} of patch tokens above {factor:g} × the median norm (depth {depth})"
+                    f"the largest share of patch tokens above {factor:g} × the median norm is "
+                    f"{top:.1%}{over}, at depth {depth}"
                     if top > 0
                     else f"no patch token above {factor:g} × the median norm at any depth"
                 )
@@ -163,7 +166,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             p["layout"]["shapes"] = layer_marker_shapes(layer, len(modern_panels()))
             p["layout"]["meta"]["layer"] = layer
             return p, no_update, no_update
-        models = [m for m in models or [] if m]
+        models = clean_models(models)
         if not meta or not meta.get("image") or not models:
             hint = html.Div("These curves appear once there is an image and a model.", className="hint")
             return {"data": [], "layout": {"height": HEIGHT}}, hint, None
@@ -203,7 +206,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     ) -> Any:
         if not meta or not meta.get("image") or not models:
             raise PreventUpdate
-        per_model, errors, subtitle = fetch(client, meta, scope, images, list(models))
+        per_model, errors, subtitle = fetch(client, meta, scope, images, clean_models(models))
         files = modern_files(
             per_model, scope=scope, subtitle=subtitle, images=(images or {}).get("ids", []), errors=errors
         )

@@ -29,6 +29,7 @@ from app.context import AppContext
 from app.exports import spectrum_delta_name, spectrum_files, spectrum_name
 from app.figures.spectrum import delta_figure, spectrum_figure
 from app.figures.style import model_colours
+from app.state import clean_models
 
 STATE_LABELS = {"out": "block output x_out", "attn": "after attention x_attn"}
 
@@ -92,7 +93,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 html.Div("Spectra appear once there is an image and a model.", className="hint"),
                 None,
             )
-        spectra, depths, errors = fetch(client, meta, layer, state, list(models))
+        spectra, depths, errors = fetch(client, meta, layer, state, clean_models(models))
         titles = {m: f"{m} · depth {depths[m]}" for m in spectra}
         fig = spectrum_figure(
             spectra,
@@ -104,7 +105,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
         delta = delta_figure(
             spectra,
-            colours=model_colours(list(spectra), families),
+            colours=model_colours(clean_models(models), families),  # as the other panels colour them
             families=families,
             titles={m: f"{m} · depth {depths[m]}" for m in spectra},
             subtitle=f"{STATE_LABELS.get(state, state)}, block {layer} (the maps above); delta(m) = "
@@ -138,7 +139,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
     ) -> Any:
         if not meta or not meta.get("image") or not models:
             raise PreventUpdate
-        spectra, depths, errors = fetch(client, meta, layer, state, list(models))
+        spectra, depths, errors = fetch(client, meta, layer, state, clean_models(models))
         files = spectrum_files(
             spectra, depths=depths, state=state, layer=layer, image=meta["image"], errors=errors
         )

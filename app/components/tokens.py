@@ -29,6 +29,7 @@ from app.context import AppContext
 from app.exports import singular_values_name, tokens_files, tokens_name
 from app.figures.style import model_colours
 from app.figures.tokens import singular_values_figure, tokens_figure
+from app.state import clean_models
 
 TOKENS_LABEL = "Show the patch tokens of the set in 2D (computed on demand)"
 
@@ -118,7 +119,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not meta or not ids or not models:
             return no_update, no_update, html.Div("Add images and pick models first.", className="hint")
         try:
-            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, list(models))
+            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, clean_models(models))
         except ApiError as exc:
             return (
                 no_update,
@@ -139,7 +140,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
         spectra = singular_values_figure(
             per_model,
-            colours=model_colours(list(per_model), families),
+            colours=model_colours(clean_models(models), families),  # as the other panels colour them
             families=families,
             titles=titles,
             subtitle="each image's raw block-output patch tokens (x_out, prefix dropped, not centred) as a "
@@ -180,7 +181,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         if not meta or not (images or {}).get("ids") or not models:
             raise PreventUpdate
         try:
-            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, list(models))
+            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, clean_models(models))
         except ApiError as exc:
             per_model, layers, errors = {}, {}, [exc.message]
         files = tokens_files(

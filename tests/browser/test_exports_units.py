@@ -138,6 +138,19 @@ def test_figure_readme_text_is_plain_and_says_what_a_map_shows() -> None:
     [f] = figure_files([{"name": "x", "title": title, "meta": meta, "png": png}])
     assert f.path == "figures/x.png" and "<" not in f.about and f.about.startswith("m · CL (A1: ")
     assert "query r1c2" in f.about and "block 4, mean of heads" in f.about
+    [r] = figure_files([{"name": "y", "title": title, "meta": {**meta, "rollout": True}, "png": png}])
+    assert "attention rollout of query r1c2 through block 4" in r.about and "A1" not in r.about
+
+
+def test_attention_numbers_say_which_maps_are_rollouts() -> None:
+    amap = {"image": SHA, "model": "m", "grid": [1, 2], "patch_size": 4, "layer": 3, "head": "mean",
+            "query": "cls", "map": [[0.5, 0.5]]}  # fmt: skip
+    numbers, table = attention_files([amap, {**amap, "rollout": True}])
+    rows = list(
+        csv.DictReader(io.StringIO(table.data.decode() if isinstance(table.data, bytes) else table.data))
+    )
+    assert [r["rollout"] for r in rows] == ["False", "False", "True", "True"]
+    assert "attention rollout through that block" in numbers.about
 
 
 def test_claims_export_has_a_row_per_claim_and_role() -> None:

@@ -74,6 +74,8 @@ def test_cka_needs_two_images_and_two_models() -> None:
     assert model_choices(["a", "b", "c"], "c", "a") == ("c", "a")  # kept while selected
     assert model_choices(["b", "c"], "a", "c") == ("b", "c")  # a was deselected
     assert model_choices(["c"], "a", "b") == ("c", "c")
+    assert model_choices(["a", "b"], "a", "a") == ("a", "b")  # one model made both; a second one is B
+    assert model_choices(["a", "b", "c"], "b", "b") == ("b", "a")
     assert model_choices([], "a", "b") == (None, None)
 
 

@@ -148,7 +148,13 @@ def test_what_they_show_reads_the_curves() -> None:
     top = max(range(4), key=lambda d: frac[d])
     div = m["head_diversity"]["value"]
     assert f"effective rank {rank[0]:.1f} at depth 0 and {rank[-1]:.1f} at depth 3" in text
-    assert f"at most {frac[top]:.1%} of patch tokens above 4 × the median norm (depth {top})" in text
+    over = " (mean over images)" if m.get("num_images", 1) > 1 else ""
+    share = f"the largest share of patch tokens above 4 × the median norm is {frac[top]:.1%}{over}, at depth "
+    share += str(top)
+    assert share in text
+    one = what_they_show({"a": {**m, "num_images": 1}})[0]
+    assert "median norm is" in one and "(mean over images)" not in one
+    assert "(mean over images)" in what_they_show({"a": {**m, "num_images": 5}})[0]
     assert f"head diversity {min(div):.3f} to {max(div):.3f} nats" in text
     assert f"weight {m['cls_self']['mean'][-1]:.3f} in block 3" in text
 
