@@ -7,6 +7,7 @@ are cheap to recompute, so they are not cached as rendered views. The PCA fitted
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +37,28 @@ def check_layer(info: ModelInfo, layer: int) -> None:
         )
 
 
+THRESHOLD_STEP = 0.05  # the foreground threshold's grid: a bounded number of distinct jobs and cache entries
+
+
 def foreground_threshold(mask: bool, threshold: float | None) -> float | None:
     """A PCA view's foreground parameters, parsed once: the threshold of ``foreground_mask`` (0 when only
-    ``mask`` is given), or None without the mask."""
+    ``mask`` is given) on its grid of ``THRESHOLD_STEP`` (every other float would be a job and a cache entry
+    of its own), or None without the mask."""
     if not mask:
         if threshold is not None:
             raise BadRequest(
                 "threshold applies to the foreground mask only: add mask=true, or drop threshold"
             )
         return None
-    return 0.0 if threshold is None else float(threshold)
+    if threshold is None:
+        return 0.0
+    steps = round(float(threshold) / THRESHOLD_STEP)
+    if abs(float(threshold) / THRESHOLD_STEP - steps) > 1e-6:
+        raise BadRequest(
+            f"threshold {threshold!r} is not a multiple of {THRESHOLD_STEP}: use one in [-3, 3], "
+            "e.g. 0, 0.5 or 1"
+        )
+    return round(steps * THRESHOLD_STEP, 2) + 0.0  # + 0.0: -0.0 is 0.0, one key
 
 
 def pca_payload(grid: tuple[int, int], results: Sequence[PcaRgb], threshold: float | None) -> dict[str, Any]:
@@ -106,7 +119,8 @@ class PatchViews:
         from backend.analysis.patches import pca_rgb
 
         info, tokens = await self._tokens(image_id, model_id, layer)
-        res = pca_rgb(torch.from_numpy(tokens), threshold)
+        # two SVDs with the mask: 0.5 s at 1369 x 1024 tokens, off the event loop as the set's PCA
+        res = await asyncio.to_thread(pca_rgb, torch.from_numpy(tokens), threshold)
         one = pca_payload(info.grid, [res], threshold)
         one.update(rgb=one["rgb"][0], foreground=None if threshold is None else one["foreground"][0])
         return render.json_object_view({**self._head(image_id, info, layer), "fit": "image", **one})

@@ -114,6 +114,9 @@ async def test_pca_views_refuse_bad_parameters(api: Api) -> None:
         assert r.status_code == 400 and "add mask=true" in r.text, r.text
         r = await api.client.get(f"/api/v1{path}", params={"model": TINY, "mask": "true", "threshold": 5})
         assert r.status_code == 422 and "threshold" in r.text and "less than or equal to 3" in r.text, r.text
+        # off the 0.05 grid: each float would be a job and a cache entry of its own
+        r = await api.client.get(f"/api/v1{path}", params={"model": TINY, "mask": "true", "threshold": 0.013})
+        assert r.status_code == 400 and "not a multiple of 0.05" in r.text, r.text
         r = await api.client.get(f"/api/v1{path}", params={"model": TINY, "mask": "maybe"})
         assert r.status_code == 422 and "mask" in r.text, r.text
         r = await api.client.get(f"/api/v1{path}", params={"model": TINY, "layer": 3})

@@ -108,3 +108,17 @@ def test_keys_hold_every_canonical_parameter() -> None:
     assert len({store_key(v, "a" * 64, m) for v in views}) == len(views)
     # Scale 1 keeps the key the view had before scale existed (stored entries stay valid).
     assert AttentionView(1, fmt="png", scale=1).key_parts() == (1, "mean", "None", 0, "png")
+
+
+def test_the_foreground_threshold_is_parsed_on_its_grid() -> None:
+    from backend.errors import BadRequest
+    from backend.service.patch_views import foreground_threshold
+
+    assert foreground_threshold(False, None) is None and foreground_threshold(True, None) == 0.0
+    assert foreground_threshold(True, 0.15) == 0.15 and foreground_threshold(True, 0.1 + 0.2) == 0.3
+    assert str(foreground_threshold(True, -0.0)) == "0.0"  # one key for -0.0 and 0.0
+    assert foreground_threshold(True, -2.95) == -2.95
+    with pytest.raises(BadRequest, match="not a multiple of 0.05"):
+        foreground_threshold(True, 0.013)
+    with pytest.raises(BadRequest, match="add mask=true"):
+        foreground_threshold(False, 0.5)

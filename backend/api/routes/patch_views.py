@@ -16,7 +16,11 @@ router = APIRouter(prefix="/images", tags=["images"])
 _LAYER = Query(ge=0, le=1024, description="Output of block K (0 = the embedding)")
 # The foreground mask of both PCA views (this image's and the set's): backend.analysis.patches.foreground_mask
 MASK = Query(description="Keep only the foreground patches: first-component score > threshold x its std")
-THRESHOLD = Query(ge=-3, le=3, description="The mask's threshold in std of the first component (default 0)")
+THRESHOLD = Query(
+    ge=-3,
+    le=3,
+    description="The mask's threshold in std of the first component: a multiple of 0.05 (default 0)",
+)
 
 
 @router.get(

@@ -30,9 +30,11 @@ async def token_norms(
 ) -> Response:
     """``map``: ``H x W`` L2 norms of the patch tokens of the output of block ``layer`` (the cached float16
     tokens); ``median``: their median; ``outliers``: the row-major indices of the patches whose norm is above
-    ``outlier_factor`` x ``median`` (the rule of ``metrics.json``'s ``token_norm``, whose values at this depth
-    for this image ``stats`` repeats); ``prefix``: the norm of each prefix token, labelled ``cls`` and
-    ``register 1``.. after the model's prefix (``has_cls_token``, ``num_prefix_tokens``)."""
+    ``outlier_factor`` x ``median`` (the rule of ``metrics.json``'s ``token_norm``; ``stats`` are its values
+    at this depth for this image, from the float16 tokens: equal up to their rounding, about 1e-5 of the
+    norm, so a patch within that of the cut can count differently); ``prefix``: the norm of each prefix
+    token, labelled ``cls`` and ``register 1``.. after the model's prefix (``has_cls_token``,
+    ``num_prefix_tokens``)."""
     params = TokenNormsView.parse(layer)
     view = await TokenNorms(views).get(params, image_id, model or models.default_model)
     return view.as_response()
