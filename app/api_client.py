@@ -270,12 +270,16 @@ class ApiClient:
             ("spectrum", image_id, model, depth, state), lambda: self._json("GET", path, params=params)
         )
 
-    def similarity(self, image_id: str, model: str, layer: int, query: int) -> dict[str, Any]:
-        """``GET /images/{id}/similarity``: cosine of patch ``query``'s token to every patch (``map``)."""
+    def similarity(
+        self, image_id: str, model: str, layer: int, query: int, centred: bool = False
+    ) -> dict[str, Any]:
+        """``GET /images/{id}/similarity``: cosine of patch ``query``'s token to every patch (``map``), of the
+        tokens minus the image's mean patch token with ``centred``."""
         path = f"/images/{segment(image_id, 'image id', IMAGE_ID)}/similarity"
-        params = {"model": model, "layer": layer, "query": query}
+        params = {"model": model, "layer": layer, "query": query, "centred": str(centred).lower()}
         return self._cached(
-            ("similarity", image_id, model, layer, query), lambda: self._json("GET", path, params=params)
+            ("similarity", image_id, model, layer, query, centred),
+            lambda: self._json("GET", path, params=params),
         )
 
     def pca(self, image_id: str, model: str, layer: int, mask: bool = False) -> dict[str, Any]:

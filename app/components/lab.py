@@ -44,6 +44,7 @@ DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range 
 KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "Band noise"}
 EMPTY = {"data": [], "layout": {"height": 60}}
 MASK_OPTION = "foreground"
+CENTRE_OPTION = "centred"
 FIT_LABELS = {"image": "this image", "set": "the whole set"}
 
 
@@ -54,10 +55,11 @@ def layout(ctx_: AppContext) -> html.Section:
             html.P(
                 "Each model's patch tokens at the chosen block: their top 3 principal components as colour "
                 "(fitted on this image, or on every shown image at once: one colour code for the set), and "
-                "how similar every patch's token is to the chosen patch (cosine, -1..1). Click a patch here "
-                "or in the attention maps. The foreground mask keeps the patches whose first-component "
-                "score is above its mean (the side of its largest score) and fits the PCA on those only; the "
-                "other patches are black.",
+                "how similar every patch's token is to the chosen patch (cosine, -1..1; of the raw tokens, "
+                "or of the tokens minus the image's mean patch token, so that a direction every patch shares "
+                "does not count). Click a patch here or in the attention maps. The foreground mask keeps the "
+                "patches whose first-component score is above its mean (the side of its largest score) and "
+                "fits the PCA on those only; the other patches are black.",
                 className="hint",
             ),
             html.Div(
@@ -66,6 +68,18 @@ def layout(ctx_: AppContext) -> html.Section:
                     dcc.Checklist(
                         id="lab-mask",
                         options=[{"label": "foreground mask (first component)", "value": MASK_OPTION}],
+                        value=[],
+                        inline=True,
+                        className="radio",
+                    ),
+                    dcc.Checklist(
+                        id="lab-centre",
+                        options=[
+                            {
+                                "label": "similarity of centred tokens (minus the image's mean)",
+                                "value": CENTRE_OPTION,
+                            }
+                        ],
                         value=[],
                         inline=True,
                         className="radio",
@@ -229,11 +243,13 @@ def figures(
     *,
     fit: str = "image",
     mask: bool = False,
+    centred: bool = False,
     image_ids: list[str] | None = None,
 ) -> tuple[Any, Any, list[str], dict[str, list[str]]]:
     """The PCA and similarity figures, one column per model (the same order as ``models``), the errors,
     and whose each trace is (``{"pca": [model per trace], "sim": [...]}``, for the clicks). The PCA is
-    fitted on the shown image or (``fit`` "set") on all of ``image_ids``, of the foreground with ``mask``."""
+    fitted on the shown image or (``fit`` "set") on all of ``image_ids``, of the foreground with ``mask``; the
+    similarity of the centred tokens with ``centred``."""
     image = meta["image"]
     grids = _grids(meta, models)
     layers = _layers(meta, models, layer)
@@ -245,7 +261,10 @@ def figures(
     pcas = fetch_pcas(client, image, {m: layers[m] for m in shown}, fit, mask, ids)
     sims: list[Any] = [None] * len(shown)
     if not query.is_cls:
-        calls = [partial(client.similarity, image, m, layers[m], int(query.index(grids[m]))) for m in shown]
+        calls = [
+            partial(client.similarity, image, m, layers[m], int(query.index(grids[m])), centred)
+            for m in shown
+        ]
         sims = client.parallel(calls)
     errors: list[str] = []
     titles = []
@@ -257,9 +276,8 @@ def figures(
             titles.append(pca_title(m, layers[m], p))
     n = len(shown)
     pca_fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.04)
-    sim_fig = make_subplots(
-        rows=1, cols=n, subplot_titles=[f"{m} · cosine to the chosen patch" for m in shown]
-    )
+    sim_titles = [sim_title(m, s) if isinstance(s, dict) else m for m, s in zip(shown, sims, strict=True)]
+    sim_fig = make_subplots(rows=1, cols=n, subplot_titles=sim_titles)
     for i, (m, p, s) in enumerate(zip(shown, pcas, sims, strict=True), start=1):
         if not isinstance(p, ApiError):
             rgb = [[[round(255 * c) for c in px] for px in row] for row in p["rgb"]]
@@ -291,6 +309,8 @@ def figures(
         fig.update_layout(**base_layout(height=300, margin={"t": 40, "b": 10, "l": 10, "r": 10}))
     on = pca_subtitle("set" if fit == "set" and image in ids else "image", mask, len(ids))
     pca_fig.update_annotations(font_size=12)  # the pictures' titles
+    sim_fig.update_annotations(font_size=12)  # the maps' two-line titles
+    sim_fig.update_layout(margin={"t": 60})
     pca_fig.update_layout(
         height=350, margin={"t": 90}, title={"text": on, "x": 0.01, "font": {"size": 13}}, meta={"fit": on}
     )
@@ -336,6 +356,17 @@ def move_sentence(move: Move) -> str:
         f"{move.spec.title}: {move.model} moved the most, {move.change:+.3g}{unit} at {where} "
         "(perturbed minus source)."
     )
+
+
+def sim_title(model: str, body: dict[str, Any]) -> str:
+    """A similarity map's title (two lines): the model; raw or centred, and the mean cosine to the other
+    patches (near 1: the map can tell few patches apart)."""
+    values = [float(v) for row in body["map"] for v in row]
+    query = int(body["query"])
+    others = values[:query] + values[query + 1 :]
+    mean = f" · mean to the other patches {sum(others) / len(others):.2f}" if others else ""
+    kind = "centred tokens" if body.get("centred") else "raw tokens"
+    return f"{model} · cosine to the chosen patch<br>{kind}{mean}"
 
 
 def clicked_query(click: dict[str, Any] | None, meta: dict[str, Any], owners: list[str]) -> Query | None:
@@ -389,10 +420,13 @@ def register(app: Dash, ctx_: AppContext) -> None:
         Input("lab-query", "data"),
         Input("lab-fit", "value"),
         Input("lab-mask", "value"),
+        Input("lab-centre", "value"),
         Input(IMG_STORE, "data"),  # the set the PCA may be fitted on
         State(MDL_STORE, "data"),
     )
-    def draw(meta: Any, layer: Any, query: Any, fit: Any, mask: Any, images: Any, models: Any) -> Any:
+    def draw(
+        meta: Any, layer: Any, query: Any, fit: Any, mask: Any, centre: Any, images: Any, models: Any
+    ) -> Any:
         chosen = clean_models(models)
         if not meta or not meta.get("image") or not chosen or meta.get("for") != chosen:
             empty = html.Div("Patch features appear once there is an image and a model.", className="hint")
@@ -400,7 +434,15 @@ def register(app: Dash, ctx_: AppContext) -> None:
         q = Query.from_store(query)
         ids = clean_images(images)["ids"]
         pca_fig, sim_fig, errors, owners = figures(
-            client, meta, chosen, layer, q, fit=str(fit), mask=MASK_OPTION in (mask or []), image_ids=ids
+            client,
+            meta,
+            chosen,
+            layer,
+            q,
+            fit=str(fit),
+            mask=MASK_OPTION in (mask or []),
+            centred=CENTRE_OPTION in (centre or []),
+            image_ids=ids,
         )
         hint = html.Div("Click a patch to see its similarity map.", className="hint") if q.is_cls else None
         return pca_fig, sim_fig, [hint, error_list(errors)], owners

@@ -27,13 +27,20 @@ def _check(tokens: Tensor) -> None:
         raise AnalysisArgumentError(f"patch tokens must be (Np, C), got shape {tuple(tokens.shape)}")
 
 
-def patch_similarity(tokens: Tensor, query: int) -> Tensor:
-    """Cosine similarity of patch ``query``'s token with every patch token: ``(Np, C)`` -> ``(Np,)``."""
+def patch_similarity(tokens: Tensor, query: int, *, centred: bool = False) -> Tensor:
+    """Cosine similarity of patch ``query``'s token with every patch token: ``(Np, C)`` -> ``(Np,)``.
+
+    ``centred``: of the tokens minus their mean over the image's patches, what sets each patch apart from the
+    image's average (late blocks share a large common direction, so the raw cosines can sit near 1 at every
+    patch: to the other patches 0.89 on average, std 0.09, on the demo MIM model at block 12 over 16
+    CIFAR-10 test images; centred, -0.01 and 0.41)."""
     _check(tokens)
     n = int(tokens.shape[0])
     if not 0 <= query < n:
         raise AnalysisArgumentError(f"query must be a patch index in [0, {n}), got {query}")
     z = as_float(tokens)
+    if centred:
+        z = z - z.mean(dim=0, keepdim=True)
     unit = z / torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(_COS_EPS)
     return unit @ unit[query]
 

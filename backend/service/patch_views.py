@@ -96,7 +96,9 @@ class PatchViews:
     def _head(self, image_id: str, info: ModelInfo, layer: int) -> dict[str, Any]:
         return {"image": image_id, "model": info.id, "grid": list(info.grid), "layer": layer, "state": "out"}
 
-    async def similarity(self, image_id: str, model_id: str, layer: int, query: int) -> View:
+    async def similarity(
+        self, image_id: str, model_id: str, layer: int, query: int, centred: bool = False
+    ) -> View:
         import torch
 
         from backend.analysis.patches import patch_similarity
@@ -107,9 +109,9 @@ class PatchViews:
                 f"query {query} is out of range: the {info.grid[0]}x{info.grid[1]} grid of model {info.id} "
                 f"has {info.num_patches} patches; use a row-major patch index 0..{info.num_patches - 1}"
             )
-        sim = patch_similarity(torch.from_numpy(tokens), query).reshape(info.grid)
+        sim = patch_similarity(torch.from_numpy(tokens), query, centred=centred).reshape(info.grid)
         return render.json_object_view(
-            {**self._head(image_id, info, layer), "query": query, "map": sim.tolist()}
+            {**self._head(image_id, info, layer), "query": query, "centred": centred, "map": sim.tolist()}
         )
 
     async def pca(self, image_id: str, model_id: str, layer: int, threshold: float | None) -> View:

@@ -99,6 +99,29 @@ def test_pca_and_similarity_are_the_apis_numbers(server: Server, page: WebDriver
         assert trace["z"] == want["map"]
         row, col = divmod(int(query), grid[1])
         assert abs(trace["z"][row][col] - 1.0) < 1e-3  # the patch itself
+    # centred: the maps become the API's centred answers, and the titles say so
+    box = d.find_element(By.CSS_SELECTOR, "#lab-centre input")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.click()
+    for trace in sims:
+        query = picked.index((len(trace["z"]), len(trace["z"][0])))
+        want = httpx.get(
+            f"{server.api}/images/{image}/similarity",
+            params={"model": trace["name"], "layer": layer, "query": query, "centred": "true"},
+            timeout=60,
+        ).json()
+        assert want["map"] != trace["z"]
+        wait_for(
+            lambda w=want, name=trace["name"]: any(
+                t["name"] == name and t["z"] == w["map"] for t in n_traces(d, "#lab-sim") or []
+            ),
+            f"the centred similarity map of {trace['name']}",
+            120,
+        )
+    titles = d.execute_script(
+        "return Array.from(document.querySelectorAll('#lab-sim .annotation-text')).map(a => a.textContent)"
+    )
+    assert len(titles) == 3 and all("centred tokens · mean to the other patches" in t for t in titles), titles
     panel = d.find_element(By.CSS_SELECTOR, "#lab-panel")
     d.execute_script("arguments[0].scrollIntoView({block: 'start'})", panel)
     screenshot(d, SCREENSHOTS, "lab-patch-features", full_page=False)

@@ -133,6 +133,17 @@ async def test_patch_similarity_and_pca_views(api: Api) -> None:
     want = patch_similarity(tokens, 5).reshape(4, 4)
     assert torch.tensor(sim["map"]) == pytest.approx(want, abs=2e-3)  # float16 tokens in the cache
     assert sim["map"][1][1] == pytest.approx(1, abs=1e-3)  # patch 5 is row 1, column 1
+    assert sim["centred"] is False
+    r = await api.client.get(
+        f"/api/v1/images/{iid}/similarity", params={"model": TINY, "layer": 2, "query": 5, "centred": "true"}
+    )
+    centred = r.json()
+    assert r.status_code == 200 and centred["centred"] is True, r.text
+    want = patch_similarity(tokens, 5, centred=True).reshape(4, 4)
+    assert torch.tensor(centred["map"]) == pytest.approx(want, abs=2e-3)
+    assert centred["map"] != sim["map"]
+    r = await api.client.get(f"/api/v1/images/{iid}/similarity", params={"model": TINY, "centred": "perhaps"})
+    assert r.status_code == 422 and "centred" in r.text, r.text
     r = await api.client.get(f"/api/v1/images/{iid}/pca", params={"model": TINY, "layer": 1})
     assert r.status_code == 200, r.text
     pca = r.json()

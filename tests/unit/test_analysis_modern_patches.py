@@ -21,6 +21,18 @@ def test_patch_similarity_is_the_cosine_to_every_patch() -> None:
         patch_similarity(z, 5)
 
 
+def test_centred_patch_similarity_removes_the_shared_direction() -> None:
+    # a large shared token (10, 0, 0) plus +-1 along y or z: raw cosines all near 1, centred they are the
+    # offsets' cosines (the mean patch is exactly the shared token)
+    base = torch.tensor([10.0, 0, 0], dtype=torch.float64)
+    offsets = torch.tensor([[0, 1.0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float64)
+    z = base + offsets
+    raw = patch_similarity(z, 0)
+    assert raw.tolist() == pytest.approx([1, 99 / 101, 100 / 101, 100 / 101], abs=1e-12)
+    assert patch_similarity(z, 0, centred=True).tolist() == pytest.approx([1, -1, 0, 0], abs=1e-12)
+    assert patch_similarity(z + 3, 2, centred=True).tolist() == pytest.approx([0, 0, 1, -1], abs=1e-12)
+
+
 def test_pca_rgb_of_tokens_with_known_components() -> None:
     # 6 patches in 5 channels along two orthonormal directions (+ an offset): scores x and y, variances 6, 1.5
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.components.curves import clicked_block
-from app.components.lab import clicked_query, lab_side, move_sentence, perturb_body
+from app.components.lab import clicked_query, lab_side, move_sentence, perturb_body, sim_title
 from app.figures.moves import Move, changes_of, largest_moves, moves_figure
 from app.metrics import DISTANCE_RELATIVE, curve_change
 from app.state import Query
@@ -103,3 +103,14 @@ def test_what_moved_leaves_out_a_curve_of_other_depths_and_draws_the_rest() -> N
     lines = [(t.xaxis, list(t.x), list(t.y)) for t in fig.data]
     assert lines == [("x", [1], [pytest.approx(0.2)]), ("x2", [1], [0.0]), ("x3", [0, 1], [0.0, -0.5])]
     assert fig.layout.meta["curves"] == ["attention_distance_relative", "nmi", "delta_log_amplitude"]
+
+
+def test_a_similarity_title_says_raw_or_centred_and_the_mean_to_the_other_patches() -> None:
+    body = {"query": 1, "centred": False, "map": [[0.5, 1.0], [0.25, 0.75]]}
+    assert (
+        sim_title("m", body)
+        == "m · cosine to the chosen patch<br>raw tokens · mean to the other patches 0.50"
+    )
+    centred = sim_title("m", {**body, "centred": True, "map": [[-0.5, 1.0], [0.0, 0.2]]})
+    assert centred.endswith("<br>centred tokens · mean to the other patches -0.10")
+    assert sim_title("m", {"query": 0, "map": [[1.0]]}) == "m · cosine to the chosen patch<br>raw tokens"

@@ -14,6 +14,7 @@ from backend.service.patch_views import PatchViews, foreground_threshold
 router = APIRouter(prefix="/images", tags=["images"])
 
 _LAYER = Query(ge=0, le=1024, description="Output of block K (0 = the embedding)")
+CENTRED = Query(description="Subtract the image's mean patch token before the cosines (default: raw tokens)")
 # The foreground mask of both PCA views (this image's and the set's): backend.analysis.patches.foreground_mask
 MASK = Query(description="Keep only the foreground patches: first-component score > threshold x its std")
 THRESHOLD = Query(
@@ -35,11 +36,14 @@ async def similarity(
     query: Annotated[int, Query(ge=0, le=1_000_000, description="Row-major patch index")],
     model: ModelParam = None,
     layer: Annotated[int, _LAYER] = 1,
+    centred: Annotated[bool, CENTRED] = False,
 ) -> Response:
     """``map``: ``H x W`` cosine similarity between the patch token ``query`` and every patch token of the
-    output of block ``layer`` (raw tokens, prefix dropped; the patch itself is 1)."""
+    output of block ``layer`` (prefix dropped; the patch itself is 1): of the raw tokens, or with
+    ``centred=true`` of the tokens minus their mean over the image's patches."""
     pv = PatchViews(views)
-    return (await pv.similarity(image_id, model or models.default_model, layer, query)).as_response()
+    view = await pv.similarity(image_id, model or models.default_model, layer, query, centred)
+    return view.as_response()
 
 
 @router.get(
