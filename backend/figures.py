@@ -1,5 +1,5 @@
-"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra and the
-analyses beyond the paper.
+"""Matplotlib figures that `vitscope analyze` writes: per-layer curves, attention maps, 2D spectra, the
+analyses beyond the paper and CKA between models.
 
 Each ``*_figure`` function builds the figure (the tests read it); ``plot_*`` saves it. The curves overlay the
 paper's published curves (dashed, ``backend.reference``) and switch attention distance to the relative scale
@@ -198,8 +198,14 @@ def _modern_missing(m: dict[str, Any], key: str) -> str:
     if key == "positional_share":  # a set statistic
         if int(m.get("num_images") or 1) < 2:
             return "needs 2+ images"
-        return "not computed in this run (a set statistic)"
+        return "not computed in this run (a set statistic: --set-images)"
     return MODERN_NULL.get(key, "null")
+
+
+def _sample_note(metrics: Sequence[dict[str, Any]], key: str) -> str:
+    """`` (first N images)`` where a curve is computed on a sample of the images (the set statistics)."""
+    sizes = {m[key].get("num_images") for m in metrics if isinstance(m.get(key), dict)} - {None}
+    return f" (first {next(iter(sizes))} images)" if len(sizes) == 1 else ""
 
 
 def modern_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
@@ -251,7 +257,7 @@ def modern_figure(metrics: Sequence[dict[str, Any]]) -> Figure:
                 fontsize=7,
                 color="#555555",
             )
-        ax.set_title(title.format(factor=factor), fontsize=10)
+        ax.set_title(title.format(factor=factor) + _sample_note(metrics, curves[0][0]), fontsize=10)
         ax.set_xlabel("depth (0 = embedding)" if axis == "depth" else "block")
         ax.grid(alpha=0.3)
         if drawn:
@@ -360,5 +366,39 @@ def spectra_figure(spectra: dict[str, np.ndarray], columns: int = 5) -> Figure:
 
 def plot_spectra(spectra: dict[str, np.ndarray], path: Path, columns: int = 5) -> None:
     fig = spectra_figure(spectra, columns)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cka_figure(pairs: Sequence[dict[str, Any]], num_images: int) -> Figure:
+    """One heat map per pair of models: linear CKA between every depth of model A (rows) and of model B
+    (columns) on a fixed 0..1 scale, the permutation null's mean over all cells in the title."""
+    cols = min(3, len(pairs))
+    rows = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.9 * rows), squeeze=False)
+    im = None
+    for ax, pair in zip(axes.flat, pairs, strict=False):
+        cka = np.asarray(pair["cka"])
+        im = ax.imshow(cka, cmap="magma", vmin=0.0, vmax=1.0, origin="lower", aspect="auto")
+        ax.set_xlabel(f"{pair['model_b']} depth (0 = embedding)", fontsize=8)
+        ax.set_ylabel(f"{pair['model_a']} depth", fontsize=8)
+        null = float(np.mean(pair["null_mean"]))
+        ax.set_title(f"{pair['model_a']} vs {pair['model_b']}\nnull mean {null:.3f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(pairs) :]:
+        ax.axis("off")
+    fig.subplots_adjust(top=0.8, wspace=0.35)
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
+    fig.suptitle(
+        f"Linear CKA of each image's mean patch token, {num_images} images "
+        f"(null: {pairs[0]['permutations']} shuffles of model B's images)",
+        fontsize=10,
+    )
+    return fig
+
+
+def plot_cka(pairs: Sequence[dict[str, Any]], num_images: int, path: Path) -> None:
+    fig = cka_figure(pairs, num_images)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from backend.engine.set_stats import MAX_SET_IMAGES, SET_IMAGES
+
 PREPROCESSING_MODES = ("auto", "paper", "model")  # backend.imaging.PREPROCESSING_MODES, checked by a test
 
 
@@ -59,6 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strict", action="store_true", help="stop (exit 2) at the first image that cannot be read"
     )
+    p.add_argument(
+        "--set-images",
+        type=int,
+        default=SET_IMAGES,
+        metavar="N",
+        help="the positional share of each model and linear CKA between every pair of models, on the first N "
+        f"analysed images (one more forward pass over them; 0: none, at most {MAX_SET_IMAGES}; "
+        "default: %(default)s)",
+    )
     p.add_argument("--no-figures", action="store_true", help="write the numbers only")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -92,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         actor_cpus=args.actor_cpus,
         figures=not args.no_figures,
         progress=not args.no_progress,
+        set_images=args.set_images,
     )
     outcome = analyze_dataset(opts)
     path = write_document(outcome.document, args.out)

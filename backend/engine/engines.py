@@ -5,7 +5,8 @@ GPU, or CPU actors), the pixels passed from task to actor through Ray's object s
 Plain Ray tasks and actors rather than Ray Data: the driver keeps a fixed window of batches in flight (memory
 bounded by window x batch), results come back in dataset order (the Parquet file and ``metrics.json`` are
 the same for both engines), resuming is a filter on the references before anything is submitted, and the
-only dependency is Ray core. Both engines share ``submit`` / ``result`` / ``figure_data`` / ``close``.
+only dependency is Ray core. Both engines share ``submit`` / ``result`` / ``set_data`` / ``figure_data`` /
+``close``.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any
 import numpy as np
 
 from backend.analysis.modern import ModernValues
+from backend.analysis.representation import PositionSums
 from backend.analysis.summary import PerImage
 from backend.engine.sources import ImageRef
 from backend.engine.worker import BatchMeta, ModelInfo, Worker, prepare_batch
 from backend.errors import BadRequest, VitscopeError
 
 Result = tuple[BatchMeta, dict[str, tuple[list[int], PerImage, ModernValues]]]
+SetData = tuple[list[str], dict[str, tuple[np.ndarray, PositionSums]]]  # the paths read, per model its data
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class LocalEngine:
         future, wanted = handle
         meta, pixels = future.result()
         return meta, (self.worker.analyze(meta, pixels, wanted) if meta.paths else {})
+
+    def set_data(self, refs: Sequence[ImageRef]) -> SetData:
+        meta, pixels = prepare_batch(refs, self.worker.preprocessings())
+        return meta.paths, (self.worker.set_data(pixels) if meta.paths else {})
 
     def figure_data(self, refs: Sequence[ImageRef]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
         _, pixels = prepare_batch(refs, self.worker.preprocessings())
@@ -152,6 +159,13 @@ class RayEngine:
             _raise_cause(exc)
             raise
         return meta, values
+
+    def set_data(self, refs: Sequence[ImageRef]) -> SetData:
+        meta_ref, pixels = self._prepare.remote(list(refs), self._preps)
+        meta: BatchMeta = self.ray.get(meta_ref)
+        if not meta.paths:
+            return [], {}
+        return meta.paths, self.ray.get(self.actors[0].set_data.remote(pixels))
 
     def figure_data(self, refs: Sequence[ImageRef]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
         _, pixels = self._prepare.remote(list(refs), self._preps)

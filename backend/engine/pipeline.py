@@ -21,6 +21,7 @@ from tqdm import tqdm
 from backend.analysis.modern import summarize_modern
 from backend.analysis.summary import summarize
 from backend.engine.engines import LocalEngine, RayEngine, WorkerArgs, default_readers
+from backend.engine.set_stats import SET_IMAGES, check_set_images, set_statistics
 from backend.engine.sources import ImageRef, expand
 from backend.engine.store import Store, rows_of, setup_of
 from backend.errors import BadRequest
@@ -46,6 +47,7 @@ class Options:
     actor_cpus: float = 1.0
     figures: bool = True
     progress: bool = True
+    set_images: int = SET_IMAGES  # the sample of the set statistics (0: none)
 
 
 @dataclass
@@ -119,6 +121,7 @@ def analyze_dataset(opts: Options) -> Outcome:
         raise BadRequest(f"--batch-size must be at least 1, got {opts.batch_size}")
     if not opts.model_ids:
         raise BadRequest("--models needs at least one model id")
+    check_set_images(opts.set_images)
     for model_id in opts.model_ids:
         get_spec(model_id)  # an unknown id fails before any model loads or Ray starts
     refs = expand(opts.datasets)
@@ -149,6 +152,9 @@ def analyze_dataset(opts: Options) -> Outcome:
         finally:
             store.merge()
         document, analysed = aggregate(engine, store, refs, opts.model_ids, skipped)
+        document["set_statistics"] = None
+        if analysed and opts.set_images:
+            set_statistics(engine, refs, document, opts.set_images, opts.batch_size)
         if analysed and opts.figures:
             write_figures(engine, refs, document, opts)
     finally:
@@ -180,7 +186,7 @@ def aggregate(
             grid=info.grid,
             patch_size=info.patch_size,
         )
-        metrics.update(summarize_modern(modern))  # positional_share: None (a set statistic, see store.py)
+        metrics.update(summarize_modern(modern))  # positional_share: None here (a set statistic: set_stats)
         metrics["untrained"] = info.untrained
         metrics["weights_digest"] = info.weights_digest
         models.append(metrics)
@@ -199,9 +205,10 @@ def aggregate(
 def write_figures(
     engine: LocalEngine | RayEngine, refs: Sequence[ImageRef], document: dict[str, Any], opts: Options
 ) -> None:
-    """curves.png (every image), and from the first batch of readable images: attention_<model>.png (its
-    first image) and spectra.png (mean over that batch)."""
-    from backend.figures import AttentionPanel, plot_attention, plot_curves, plot_spectra
+    """curves.png (every image), cka.png (the set statistics' pairs, where there are), and from the first
+    batch of readable images: attention_<model>.png (its first image) and spectra.png (mean over that
+    batch)."""
+    from backend.figures import AttentionPanel, plot_attention, plot_cka, plot_curves, plot_spectra
     from backend.imaging import model_view
     from backend.uploads import decode_image
 
@@ -225,6 +232,9 @@ def write_figures(
         spectra[model_id] = spectrum
     plot_curves(document["models"], opts.out / "curves.png")
     plot_spectra(spectra, opts.out / "spectra.png")
+    stats = document.get("set_statistics")
+    if stats and stats["cka"]:
+        plot_cka(stats["cka"], len(stats["images"]), opts.out / "cka.png")
 
 
 def write_document(document: dict[str, Any], out: Path) -> Path:

@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from backend.analysis import head_mean, log_amplitude_spectrum, query_map
+from backend.analysis.cka import image_means
 from backend.analysis.modern import ModernValues, modern_values
+from backend.analysis.representation import PositionSums
 from backend.analysis.summary import PerImage, per_image_values
 from backend.capture import Trace, capture, grid_and_patch
 from backend.engine.sources import ImageRef
@@ -142,6 +144,18 @@ class Worker:
             if rows:
                 trace = self._trace(model_id, pixels, rows)
                 out[model_id] = (rows, _to_host(per_image_values(trace)), modern_values(trace).cpu())
+        return out
+
+    def set_data(self, pixels: list[np.ndarray]) -> dict[str, tuple[np.ndarray, PositionSums]]:
+        """Per model, what the set statistics need of a batch (``backend.engine.set_stats``): each image's
+        mean patch token per depth ``(D, B, C)`` (CKA) and the batch's position sums (positional share)."""
+        out = {}
+        for model_id in self.models:
+            trace = self._trace(model_id, pixels)
+            p = trace.num_prefix_tokens
+            sums = PositionSums.add(PositionSums.per_image(trace.x_out, p))
+            host = PositionSums(sums.count, sums.total.cpu(), sums.square.cpu())
+            out[model_id] = (image_means(trace.x_out, p).cpu().numpy(), host)
         return out
 
     def figure_data(self, pixels: list[np.ndarray]) -> dict[str, tuple[dict[str, Any], np.ndarray]]:

@@ -72,7 +72,7 @@ class SetAnalyses:
         async def work(job: Job) -> View:
             import torch
 
-            from backend.analysis.cka import CKA_PERMUTATIONS, CKA_SEED, cka_with_null
+            from backend.analysis.cka import cka_payload, cka_with_null
 
             x = await self._image_means(a, members, job)
             y = x if b.id == a.id and b.digest == a.digest else await self._image_means(b, members, job)
@@ -82,15 +82,7 @@ class SetAnalyses:
                 "images": members,
                 "model_a": a.id,
                 "model_b": b.id,
-                "depth_a": list(range(a.layers + 1)),
-                "depth_b": list(range(b.layers + 1)),
-                "representation": "each image's mean patch token (x_out, no prefix), centred over images",
-                "permutations": CKA_PERMUTATIONS,
-                "seed": CKA_SEED,
-                "cka": res.cka.tolist(),
-                "null_mean": res.null.mean(0).tolist(),
-                "null_std": res.null.std(0, correction=0).tolist(),
-                "calibrated": res.calibrated.tolist(),
+                **cka_payload(res),
             }
             view = render.json_object_view(payload)
             await self.sets.store.set(skey, view.body)

@@ -91,6 +91,8 @@ def assert_close_tree(a: object, b: object, tol: float) -> None:
         assert isinstance(b, list) and len(a) == len(b)
         for x, y in zip(a, b, strict=True):
             assert_close_tree(x, y, tol)
+    elif isinstance(a, list) and a and isinstance(a[0], str):
+        assert a == b
     elif isinstance(a, list | float):
         np.testing.assert_allclose(a, b, atol=tol, rtol=0)
     else:
@@ -141,8 +143,12 @@ def test_per_image_rows_and_metrics_match_one_direct_capture(tmp_path: Path) -> 
         for key in ("token_norm", "effective_rank", "head_diversity", "cls_selectivity", "cls_self"):
             assert got[key] is not None, key  # the demo models have a CLS token and 3 heads
             assert_close_tree(got[key], direct[key], tol=1e-5)
-        assert got["positional_share"] is None and direct["positional_share"] is not None  # a set statistic
-    for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png", "modern.png"):
+        # a set statistic, from the set-statistics pass over the first 256 images: here all 5
+        assert got["positional_share"]["num_images"] == 5
+        np.testing.assert_allclose(
+            got["positional_share"]["value"], direct["positional_share"]["value"], atol=1e-5
+        )
+    for name in ("curves.png", "spectra.png", "attention_cifar-mim-vit-t4.png", "modern.png", "cka.png"):
         assert (out / name).stat().st_size > 5000
 
 
@@ -208,6 +214,50 @@ def test_strict_stops_at_the_bad_file_and_a_rerun_resumes(
     fresh = tmp_path / "fresh"
     assert analyze(str(folder), *both, "--out", str(fresh)) == 0
     assert_same_numbers(metrics(out), metrics(fresh), tol=1e-12)  # resumed == in one go
+    assert metrics(out)["set_statistics"]["images"] == [str(folder / p.name) for p in images]
+    assert_close_tree(metrics(out)["set_statistics"], metrics(fresh)["set_statistics"], tol=1e-12)
+
+
+def test_set_statistics_are_the_apis_on_the_first_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--set-images 4 over 5 images in batches of 3: each model's positional share and CKA between the two
+    models equal those of one direct capture of the first 4 images (the API's set numbers)."""
+    from backend.analysis.cka import cka_payload, cka_with_null, image_means
+    from backend.analysis.representation import positional_share_of
+
+    images = shared_images(5)
+    folder = folder_of(tmp_path / "imgs", images)
+    out = tmp_path / "out"
+    args = [str(folder), "--models", DEMO, "--batch-size", "3", "--no-figures", "--out", str(out)]
+    assert analyze(*args, "--set-images", "4") == 0
+    document = metrics(out)
+    stats = document["set_statistics"]
+    assert stats["images"] == [str(folder / p.name) for p in images[:4]]
+    means = {}
+    for model_id, got in zip(DEMO.split(","), document["models"], strict=True):
+        loaded = load_model(model_id)
+        pixels = preprocess(
+            [decode_image(p.read_bytes()).image for p in images[:4]], model_preprocessing(loaded)
+        )
+        trace = capture(loaded.model, pixels)
+        share = positional_share_of(trace.x_out, trace.num_prefix_tokens)
+        assert share is not None and got["num_images"] == 5 and got["positional_share"]["num_images"] == 4
+        np.testing.assert_allclose(got["positional_share"]["value"], share.tolist(), atol=1e-5)
+        means[model_id] = image_means(trace.x_out, trace.num_prefix_tokens)
+    [pair] = stats["cka"]
+    a, b = DEMO.split(",")
+    want = cka_payload(cka_with_null(means[a], means[b]))
+    assert (pair["model_a"], pair["model_b"]) == (a, b)
+    assert_close_tree({k: pair[k] for k in want}, want, tol=1e-5)
+    assert 0.2 < np.mean(pair["cka"]) < 1.0 and pair["null_mean"] != pair["cka"]
+
+    assert analyze(*args, "--set-images", "0") == 0  # none: the rows are there, nothing is recomputed
+    assert metrics(out)["set_statistics"] is None
+    assert all(m["positional_share"] is None for m in metrics(out)["models"])
+    capsys.readouterr()
+    assert analyze(*args, "--set-images", "1") == 2
+    assert "--set-images must be 0 (no set statistics) or 2..1024, got 1" in capsys.readouterr().err
 
 
 def test_rows_of_another_setup_are_recomputed_not_reused(
@@ -287,6 +337,8 @@ def test_ray_engine_gives_the_local_numbers(tmp_path: Path) -> None:
     assert ray["engine"] == "ray" and "Ray actor" in ray["device"]
     assert ray["images"] == local["images"] and len(local["images"]) == 12
     assert_same_numbers(local, ray, tol=1e-5)
+    assert ray["set_statistics"]["images"] == local["images"]  # all 12 are in the default sample
+    assert_close_tree(ray["set_statistics"], local["set_statistics"], tol=1e-5)
     rows = {
         name: pq.read_table(tmp_path / name / "per_image.parquet").to_pydict() for name in ("local", "ray")
     }

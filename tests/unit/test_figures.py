@@ -17,10 +17,12 @@ from backend.capture import Trace
 from backend.figures import (
     AttentionPanel,
     attention_figure,
+    cka_figure,
     curves_figure,
     distance_scale,
     modern_figure,
     plot_attention,
+    plot_cka,
     plot_curves,
     plot_modern,
     plot_spectra,
@@ -179,7 +181,7 @@ def test_modern_figure_says_which_keys_are_null_or_absent() -> None:
     assert texts(sel) == texts(own) == "mim-4: no CLS token"
     assert texts(div) == "mim-4: one head"
     assert set(lines(sel)) == {"cl-4 (cl)"}  # the other model is still drawn
-    assert texts(share) == "cl-4: not computed in this run (a set statistic)"  # 2 images, but null
+    assert texts(share) == "cl-4: not computed in this run (a set statistic: --set-images)"  # 2 images, null
     assert set(lines(share)) == {"mim-4 (mim)"}
     assert texts(move) == "cl-4: absent from metrics.json\nmim-4: absent from metrics.json"
     assert not move.get_lines() and move.texts[0].get_position() == (0.5, 0.5)  # nothing drawn: centred
@@ -188,3 +190,29 @@ def test_modern_figure_says_which_keys_are_null_or_absent() -> None:
         and "absent from metrics.json: movement_coherence" in fig._suptitle.get_text()
     )
     assert not texts(rank)
+
+
+def test_cka_figure_draws_each_pair_on_one_fixed_scale(tmp_path: Path) -> None:
+    pair = {"model_a": "a", "model_b": "b", "cka": [[1.0, 0.5, 0.2], [0.25, 0.75, 0.6]], "permutations": 20,
+            "null_mean": [[0.1, 0.2, 0.3], [0.3, 0.4, 0.5]]}  # fmt: skip
+    other = {**pair, "model_a": "a", "model_b": "c", "null_mean": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.6]]}
+    fig = cka_figure([pair, other], 7)
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 2
+    assert maps[0].images[0].get_array().tolist() == pair["cka"]  # rows: model A's depths
+    assert all(ax.images[0].get_clim() == (0.0, 1.0) for ax in maps)
+    assert maps[0].get_title() == "a vs b\nnull mean 0.300" and maps[1].get_title().endswith(
+        "null mean 0.100"
+    )
+    assert "b depth" in maps[0].get_xlabel() and "a depth" in maps[0].get_ylabel()
+    assert fig._suptitle is not None and "7 images" in fig._suptitle.get_text()
+    plot_cka([pair], 7, tmp_path / "cka.png")
+    assert Image.open(tmp_path / "cka.png").size[0] > 300
+
+
+def test_a_curve_of_a_sample_says_how_many_images() -> None:
+    m = metrics_for((4, 4), 8, "cl")
+    m["positional_share"] = {**m["positional_share"], "num_images": 3}
+    share = modern_figure([m]).axes[6]
+    assert share.get_title() == "Positional share (first 3 images)"
+    assert modern_figure([metrics_for((4, 4), 8, "cl")]).axes[6].get_title() == "Positional share"
