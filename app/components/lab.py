@@ -38,7 +38,7 @@ from app.components.images import _add
 from app.context import AppContext
 from app.figures.moves import Move, changes_of, largest_moves, moves_figure
 from app.figures.style import base_layout, graph_config, model_colours
-from app.state import Query, clean_images, clean_models
+from app.state import Query, clean_images, clean_models, clean_name, image_id
 
 DEFAULT_SIDE, MIN_SIDE, MAX_SIDE = 224, 16, 1024  # the API's default and range (backend.perturb)
 KIND_LABELS = {"low_pass": "Low-pass", "high_pass": "High-pass", "band_noise": "Band noise"}
@@ -319,12 +319,24 @@ def figures(
     return pca_fig, sim_fig, errors, owners
 
 
+def clean_pair(pair: Any) -> tuple[str, str] | None:
+    """The (source, copy) image ids of the lab's store, both well formed, else None (the store is the
+    browser's)."""
+    if not isinstance(pair, dict):
+        return None
+    source, copy = image_id(pair.get("source")), image_id(pair.get("perturbed"))
+    return (source, copy) if source and copy else None
+
+
 def moves_of(
-    client: ApiClient, pair: dict[str, Any], models: list[str], catalog: list[dict[str, Any]] | None
+    client: ApiClient,
+    images: tuple[str, str],
+    name: str,
+    models: list[str],
+    catalog: list[dict[str, Any]] | None,
 ) -> tuple[Any, list[Move], list[str]]:
-    """The "what moved" figure of a perturbed copy against its source for ``models``, its largest moves and
-    the errors (a model that cannot be read on either image is named and left out)."""
-    images = (str(pair["source"]), str(pair["perturbed"]))
+    """The "what moved" figure of a perturbed copy against its source (``images``) for ``models``, its
+    largest moves and the errors (a model that cannot be read on either image is named and left out)."""
     found = client.parallel([partial(client.metrics, i, m) for i in images for m in models])
     before: dict[str, dict[str, Any]] = {}
     after: dict[str, dict[str, Any]] = {}
@@ -343,7 +355,7 @@ def moves_of(
         changes,
         colours=model_colours(models, families),
         families=families,
-        subtitle=f"{pair.get('name') or images[1][:8]} against its source image",
+        subtitle=f"{name} against its source image",
     )
     return fig, largest_moves(changes), errors
 
@@ -493,8 +505,10 @@ def register(app: Dash, ctx_: AppContext) -> None:
     )
     def draw_moves(pair: Any, models: Any, catalog: Any) -> Any:
         chosen = clean_models(models)
-        if not pair or not chosen:
+        images = clean_pair(pair)
+        if images is None or not chosen:
             return EMPTY, None
-        fig, moves, errors = moves_of(client, pair, chosen, catalog)
+        name = clean_name(pair.get("name")) or images[1][:8]
+        fig, moves, errors = moves_of(client, images, name, chosen, catalog)
         said = [html.P(move_sentence(m)) for m in moves]
         return fig, [*said, error_list(errors)]

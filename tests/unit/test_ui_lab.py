@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from app.components.curves import clicked_block
-from app.components.lab import clicked_query, lab_side, move_sentence, perturb_body, sim_title
+from app.components.lab import (
+    clean_pair,
+    clicked_query,
+    lab_side,
+    move_sentence,
+    perturb_body,
+    sim_title,
+)
 from app.figures.moves import Move, changes_of, largest_moves, moves_figure
 from app.metrics import DISTANCE_RELATIVE, curve_change
 from app.state import Query
@@ -114,3 +121,10 @@ def test_a_similarity_title_says_raw_or_centred_and_the_mean_to_the_other_patche
     centred = sim_title("m", {**body, "centred": True, "map": [[-0.5, 1.0], [0.0, 0.2]]})
     assert centred.endswith("<br>centred tokens · mean to the other patches -0.10")
     assert sim_title("m", {"query": 0, "map": [[1.0]]}) == "m · cosine to the chosen patch<br>raw tokens"
+
+
+def test_the_lab_pair_from_the_browser_is_two_image_ids_or_nothing() -> None:
+    a, b = "a" * 64, "b" * 64
+    assert clean_pair({"source": a, "perturbed": b, "name": "x"}) == (a, b)
+    assert clean_pair({"source": a, "perturbed": "../jobs?"}) is None
+    assert clean_pair({"source": a}) is None and clean_pair("nope") is None and clean_pair(None) is None
