@@ -25,6 +25,7 @@ from app.exports import (
     curves_files,
     figure_files,
     figure_name,
+    modern_files,
     spectrum_files,
     tokens_files,
 )
@@ -84,6 +85,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         State("tok-method", "value"),
         State(ROLLOUT, "value"),
         State(QUERY2_STORE, "data"),
+        State("mod-scope", "value"),
         prevent_initial_call=True,
     )
     def export_all(
@@ -100,6 +102,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         method: str,
         rollout: Any,
         query2: Any,
+        modern_scope: str,
     ) -> Any:
         if not sent:
             raise PreventUpdate
@@ -108,6 +111,11 @@ def register(app: Dash, ctx_: AppContext) -> None:
             return None, html.Div("Nothing to export yet: add an image and pick models.", className="hint")
         drawn = list(sent.get("figures") or [])
         files, errors, prep = collect(client, drawn, meta, images or {}, models, layer, scope, state)
+        # the "Beyond the paper" curves: the metrics the curves fetch (cached), at that panel's own scope
+        per_model, errs, subtitle = curves.fetch(client, meta, modern_scope, images or {}, models)
+        ids = list((images or {}).get("ids", []))
+        files += modern_files(per_model, scope=modern_scope, subtitle=subtitle, images=ids, errors=errs)
+        errors += [e for e in errs if e not in errors]
         if tokens_open:
             try:
                 per_model, layers, errs = tokens.fetch(client, meta, images or {}, layer, method, models)
@@ -136,6 +144,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
             else "A1",
             "second query": "none" if second is None else _query_text(second.to_store(), meta, models),
             "curves for": scope,
+            "beyond-the-paper curves for": modern_scope,
             "spectrum state": state,
             **prep,
         }

@@ -148,16 +148,17 @@ def test_the_attention_note_gives_the_shown_blocks_numbers(server: Server, page:
         assert f"{model} (block {layer}): NMI {nmi:.3f}" in live, live
 
 
+def three_maps(d: WebDriver, query: int) -> list[dict[str, Any]] | None:
+    """The three demo models' attention maps once all show patch ``query`` (row-major on their 8 x 8 grid)."""
+    drawn = [heatmap(d, att_col(i)) for i in range(3)]
+    return drawn if all(m and m["meta"]["query"] == query for m in drawn) else None  # type: ignore[misc]
+
+
 def test_panel_png_names_say_model_block_head_and_query(page: WebDriver, downloads: Path) -> None:
     d = page
     wait_for(lambda: heatmap(d, att_col(0)), "the first attention map")
     click_patch(d, att_col(0), 2, 5)
-
-    def three_maps() -> list[dict[str, Any]] | None:
-        drawn = [heatmap(d, att_col(i)) for i in range(3)]
-        return drawn if all(m and m["meta"]["query"] == 2 * 8 + 5 for m in drawn) else None  # type: ignore[return-value]
-
-    drawn = wait_for(three_maps, "the three maps for query patch (2, 5)")
+    drawn = wait_for(partial(three_maps, d, 2 * 8 + 5), "the three maps for query patch (2, 5)")
     d.execute_script("document.getElementById('att-exp-png').click()")
     for m in drawn:
         meta = m["meta"]
@@ -170,9 +171,12 @@ def test_panel_png_names_say_model_block_head_and_query(page: WebDriver, downloa
 
 def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> None:
     d = page
-    layer = wait_for(lambda: heatmap(d, att_col(0)), "the maps")["meta"]["layer"]
-    query = heatmap(d, att_col(0))["meta"]["query"]  # type: ignore[index]
-    r, c = divmod(int(query), 8)
+    wait_for(lambda: heatmap(d, att_col(0)), "the maps")
+    r, c = 3, 4  # a patch query of its own (run alone, the page shows CLS)
+    click_patch(d, att_col(0), r, c)
+    layer = wait_for(partial(three_maps, d, r * 8 + c), "the three maps for query patch (3, 4)")[0]["meta"][
+        "layer"
+    ]
     d.execute_script("document.getElementById('exp-all-button').click()")
     path = wait_for(lambda: next(iter(downloads.glob("vitscope-export*.zip")), None), "the zip", timeout=180)
     zf = zipfile.ZipFile(io.BytesIO(wait_for(lambda: path.read_bytes(), "the whole zip")))
@@ -185,7 +189,9 @@ def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> N
     assert f"figures/vitscope_curves_set-of-{n_images}-images.svg" in names
     assert any(n.startswith("figures/vitscope_spectrum_out_block") and n.endswith(".png") for n in names)
     assert f"figures/vitscope_spectrum-delta_out_block{layer}.svg" in names, "the Δ lines under the maps"
-    for part in ("attention", "claims", f"curves_set-of-{n_images}-images", f"spectrum_out_block{layer}"):
+    parts = ("attention", "claims", f"curves_set-of-{n_images}-images", f"spectrum_out_block{layer}",
+             f"beyond-the-paper_set-of-{n_images}-images")  # fmt: skip
+    for part in parts:
         assert {f"numbers/vitscope_{part}.json", f"numbers/vitscope_{part}.csv"} <= set(names), part
     assert "numbers/paper_reference.json" in names
     readme = zf.read("README.txt").decode()
@@ -198,5 +204,10 @@ def test_export_all_panels_writes_the_zip(page: WebDriver, downloads: Path) -> N
     curves_json = json.loads(zf.read(f"numbers/vitscope_curves_set-of-{n_images}-images.json"))
     assert set(curves_json["models"]) == set(DEMO.values())
     assert "attention_distance_relative" in curves_json["models"][DEMO["cl"]]
+    modern_json = json.loads(zf.read(f"numbers/vitscope_beyond-the-paper_set-of-{n_images}-images.json"))
+    assert set(modern_json["models"]) == set(DEMO.values())
+    assert modern_json["models"][DEMO["mim"]]["positional_share"][
+        "value"
+    ]  # a set statistic: the set's curves
     claims_json = json.loads(zf.read("numbers/vitscope_claims.json"))
     assert claims_json["models"] == DEMO and len(claims_json["claims"]) == 4
