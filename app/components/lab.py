@@ -338,16 +338,15 @@ def moves_of(
     """The "what moved" figure of a perturbed copy against its source (``images``) for ``models``, its
     largest moves and the errors (a model that cannot be read on either image is named and left out)."""
     found = client.parallel([partial(client.metrics, i, m) for i in images for m in models])
-    before: dict[str, dict[str, Any]] = {}
-    after: dict[str, dict[str, Any]] = {}
+    read: dict[str, dict[str, dict[str, Any]]] = {"source": {}, "copy": {}}
     errors: list[str] = []
-    for k, body in enumerate(found):
-        model = models[k % len(models)]
-        if isinstance(body, ApiError):
-            errors.append(f"{model} on the {'source' if k < len(models) else 'copy'}: {body.message}")
-        else:
-            (before if k < len(models) else after)[model] = body
-    changes = changes_of(before, after)
+    for side, bodies in (("source", found[: len(models)]), ("copy", found[len(models) :])):
+        for model, body in zip(models, bodies, strict=True):
+            if isinstance(body, ApiError):
+                errors.append(f"{model} on the {side}: {body.message}")
+            else:
+                read[side][model] = body
+    changes = changes_of(read["source"], read["copy"])
     if not changes:
         return EMPTY, [], errors
     families = {m["id"]: m.get("family", "other") for m in catalog or []}

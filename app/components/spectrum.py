@@ -93,7 +93,8 @@ def register(app: Dash, ctx_: AppContext) -> None:
                 html.Div("Spectra appear once there is an image and a model.", className="hint"),
                 None,
             )
-        spectra, depths, errors = fetch(client, meta, layer, state, clean_models(models))
+        chosen = clean_models(models)
+        spectra, depths, errors = fetch(client, meta, layer, state, chosen)
         titles = {m: f"{m} · depth {depths[m]}" for m in spectra}
         fig = spectrum_figure(
             spectra,
@@ -105,7 +106,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
         delta = delta_figure(
             spectra,
-            colours=model_colours(clean_models(models), families),  # as the other panels colour them
+            colours=model_colours(chosen, families),  # as the other panels colour them
             families=families,
             titles={m: f"{m} · depth {depths[m]}" for m in spectra},
             subtitle=f"{STATE_LABELS.get(state, state)}, block {layer} (the maps above); delta(m) = "

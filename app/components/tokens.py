@@ -118,8 +118,9 @@ def register(app: Dash, ctx_: AppContext) -> None:
         ids = (images or {}).get("ids", [])
         if not meta or not ids or not models:
             return no_update, no_update, html.Div("Add images and pick models first.", className="hint")
+        chosen = clean_models(models)
         try:
-            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, clean_models(models))
+            per_model, layers, errors = fetch(client, meta, images or {}, layer, method, chosen)
         except ApiError as exc:
             return (
                 no_update,
@@ -140,7 +141,7 @@ def register(app: Dash, ctx_: AppContext) -> None:
         families = {m: str(s.get("family", "")) for m, s in meta.get("models", {}).items()}
         spectra = singular_values_figure(
             per_model,
-            colours=model_colours(clean_models(models), families),  # as the other panels colour them
+            colours=model_colours(chosen, families),  # as the other panels colour them
             families=families,
             titles=titles,
             subtitle="each image's raw block-output patch tokens (x_out, prefix dropped, not centred) as a "

@@ -49,7 +49,9 @@ def largest_moves(changes: dict[str, dict[str, Curve]]) -> list[Move]:
         best: Move | None = None
         for model, curves in changes.items():
             curve = curves.get(spec.key)
-            for x, v in zip(curve.x if curve else [], curve.mean if curve else [], strict=True):
+            if curve is None:
+                continue
+            for x, v in zip(curve.x, curve.mean, strict=True):
                 if not math.isnan(v) and (best is None or abs(v) > abs(best.change)):
                     best = Move(model, spec, x, v)
         if best is not None:
@@ -83,8 +85,8 @@ def moves_figure(
                     name=model,
                     legendgroup=model,
                     showlegend=i == 0,
-                    hovertemplate=f"{model}<br>depth %{{x}}<br>perturbed − source: %{{y:+.4g}}"
-                    "<extra></extra>",
+                    hovertemplate=f"{model}<br>{'depth' if spec.depth_from_zero else 'block'} %{{x}}<br>"
+                    "perturbed − source: %{y:+.4g}<extra></extra>",
                 ),
                 row=1,
                 col=i + 1,
